@@ -1,0 +1,1 @@
+"""Message definitions, codec and the standard message set."""
