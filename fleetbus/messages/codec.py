@@ -16,7 +16,7 @@ import msgpack
 import msgspec
 import numpy as np
 
-from fleetbus.messages.base import Message, schema_hash, type_name
+from fleetbus.messages.base import Message, schema_hash, schema_text, type_name
 
 ARRAY_EXT = 1
 """MessagePack extension code of an out-of-band numpy array reference."""
@@ -36,6 +36,7 @@ class Codec(Generic[M]):
         self.cls = cls
         self.type_name = type_name(cls)
         self.schema_hash = schema_hash(cls)
+        self.has_arrays = "ndarray" in schema_text(cls)
         self._out: list[Any] = []
         self._in: Sequence[Any] = ()
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)

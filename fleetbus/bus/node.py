@@ -1,0 +1,687 @@
+"""`Node`: the unit of a fleetbus graph.
+
+Subclass it, override `setup()` to declare publishers, subscriptions, timers, services
+and parameters, and run it with `fleetbus.run`. All callbacks of one node run on one
+thread, in the order their inputs became ready, so a node never needs locks.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+import zmq
+
+from fleetbus.bus import protocol as p
+from fleetbus.bus.clock import CLOCK_TOPIC, SimClock, WallClock
+from fleetbus.bus.config import BusConfig, remove_ipc_files
+from fleetbus.bus.params import (
+    Param,
+    ParamError,
+    ParamList,
+    ParamListRequest,
+    ParamSetRequest,
+    ParamSetResult,
+)
+from fleetbus.bus.pubsub import DEFAULT_DEPTH, Publisher, Subscription
+from fleetbus.bus.registry_client import fetch_graph
+from fleetbus.bus.services import (
+    ERROR,
+    OK,
+    Service,
+    ServiceFailed,
+    ServiceNotFound,
+    ServiceTarget,
+    ServiceTimeout,
+    decode_response,
+    hash_bytes,
+)
+from fleetbus.bus.timers import Timer, TimerQueue
+from fleetbus.messages.base import Message, lookup_type
+from fleetbus.messages.codec import Codec
+
+M = TypeVar("M", bound=Message)
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+T = TypeVar("T")
+
+ANNOUNCE_RETRY_S = 0.005  # while no registry has answered yet
+LOG_REPEAT_S = 5.0  # a repeated problem is logged at most this often (it is always counted)
+_uids = itertools.count(1)
+
+
+class NodeSetupError(RuntimeError):
+    """A node's setup() raised; the node did not start."""
+
+
+class Node:
+    """Base class of all nodes.
+
+    Args:
+        name: node name, default the class name in lower case.
+        namespace: prefix for relative topic names (``/drone1``).
+        params: values that override declared parameter defaults (type-checked).
+        remap: topic or service name → replacement, applied before resolution.
+        config: which bus to join (default: from the environment).
+    """
+
+    max_message_bytes = 256 * 2**20
+    """Frames larger than this are rejected and counted."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        namespace: str = "",
+        params: dict[str, Any] | None = None,
+        remap: dict[str, str] | None = None,
+        config: BusConfig | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        base = name or type(self).__name__.lower()
+        self.namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        self.name = base if base.startswith("/") else f"{self.namespace}/{base}"
+        self.uid = f"{os.getpid()}-{next(_uids)}-{secrets.token_hex(2)}"
+        self.config = config or BusConfig.from_env()
+        self.clock: WallClock = SimClock() if self.config.clock == "sim" else WallClock()
+        self.log = logging.getLogger("fleetbus" + self.name.replace("/", "."))
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._context = context or zmq.Context.instance()
+        self.context_id = f"{self.config.host}:{os.getpid()}:{id(self._context):x}"
+        self._overrides = dict(params or {})
+        self._remap = dict(remap or {})
+        self._publishers: dict[str, Publisher] = {}
+        self._subscriptions: list[Subscription] = []
+        self._services: dict[str, Service] = {}
+        self._params: dict[str, Param] = {}
+        self._timers = TimerQueue()
+        self._handlers: dict[Any, Callable[[], None]] = {}
+        self._poller = zmq.Poller()
+        self._data: zmq.Socket | None = None
+        self._data_urls: list[str] = []
+        self._service_urls: list[str] = []
+        self._registry: zmq.Socket | None = None
+        self._router: zmq.Socket | None = None
+        self._clients: dict[str, zmq.Socket] = {}
+        self._targets: dict[str, ServiceTarget] = {}
+        self._call_ids = itertools.count(1)
+        self._pending: collections.deque[Callable[[], Any]] = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = False
+        self._dirty = False
+        self._registry_seen = 0.0
+        self._registry_lost = False
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
+        self._started_ns = time.time_ns()
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+        self.setup_error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    # -- to override -----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Declare publishers, subscriptions, timers, services and parameters."""
+
+    def teardown(self) -> None:
+        """Called on the node's thread after its loop stopped, before sockets close."""
+
+    # -- public API --------------------------------------------------------------------------
+
+    def publisher(
+        self, topic: str, msg_type: type[M], latched: bool = False, depth: int = DEFAULT_DEPTH
+    ) -> Publisher[M]:
+        """A publisher of `msg_type` on `topic`. `latched`: late joiners receive the last
+        value. `depth`: messages queued per subscriber before new ones are dropped."""
+        topic = self.resolve(topic)
+        existing = self._publishers.get(topic)
+        if existing is not None:
+            if existing.cls is not msg_type:
+                raise TypeError(
+                    f"{self.name} already publishes {existing.cls.__msgtype__} on {topic}"
+                )
+            return existing
+        sock = self._data_socket()
+        sock.setsockopt(zmq.SNDHWM, max(depth, sock.getsockopt(zmq.SNDHWM)))
+        pub = Publisher(self, topic, msg_type, latched, depth, sock)
+        self._publishers[topic] = pub
+        self._dirty = True
+        return pub
+
+    def subscribe(
+        self,
+        topic: str,
+        msg_type: type[M],
+        callback: Callable[[M], Any],
+        depth: int = DEFAULT_DEPTH,
+        conflate: bool = False,
+        max_age: float | None = None,
+    ) -> Subscription[M]:
+        """Call `callback(msg)` for each message on `topic`.
+
+        `depth`: receive queue length; `conflate`: deliver only the newest message when
+        several are waiting; `max_age`: drop (and count) messages whose stamp is older
+        than this many seconds on the bus clock — a controller never acts on stale input.
+        """
+        sub = Subscription(
+            self, self.resolve(topic), msg_type, callback, depth, conflate, max_age
+        )
+        self._subscriptions.append(sub)
+        self._watch(sub.socket, sub._on_readable)
+        self._dirty = True
+        return sub
+
+    def timer(self, period_s: float, callback: Callable[[], Any]) -> Timer:
+        """Call `callback()` every `period_s` seconds of bus time (sim time in sim mode)."""
+        return self._timers.add(Timer(period_s, callback, self.clock.timer_ns()))
+
+    def service(
+        self,
+        name: str,
+        request_type: type[Req],
+        response_type: type[Resp],
+        handler: Callable[[Req], Resp],
+    ) -> Service[Req, Resp]:
+        """Serve `handler(request) -> response` under `name`."""
+        name = self.resolve(name)
+        if name in self._services:
+            raise ValueError(f"{self.name} already serves {name}")
+        svc = Service(name, request_type, response_type, handler)
+        self._services[name] = svc
+        self._dirty = True
+        return svc
+
+    def call(
+        self,
+        name: str,
+        request: Message,
+        timeout: float = 1.0,
+        response_type: type[Resp] | None = None,
+    ) -> Any:
+        """Call a service and return its response; raises ServiceNotFound,
+        ServiceTimeout or ServiceFailed. While waiting, this node keeps answering its
+        own service requests, so two nodes calling each other cannot deadlock."""
+        if not timeout > 0:
+            raise ValueError("a service call needs a positive timeout")
+        name = self.resolve(name)
+        own = self._services.get(name)
+        if own is not None:
+            return own.invoke(request)
+        deadline = time.monotonic() + timeout
+        target = self._resolve_service(name, timeout)
+        codec = Codec(type(request))
+        if codec.schema_hash != target.request_hash:
+            self._count("service_error", f"call {name}: wrong request type")
+            raise ServiceFailed(
+                f"service {name} on {target.node} takes {target.request_type}, "
+                f"not {codec.type_name}"
+            )
+        try:
+            response_codec = Codec(response_type or lookup_type(target.response_type))
+        except KeyError:
+            response_codec = None  # unknown type here: return plain data
+        call_id = next(self._call_ids).to_bytes(8, "big")
+        payload, _ = codec.encode(request)
+        client = self._client(target.url)
+        client.send_multipart([call_id, name.encode(), hash_bytes(codec.schema_hash), payload])
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready = dict(self._call_poller(client).poll(max(1, math.ceil(remaining * 1000))))
+            if self._router is not None and self._router in ready:
+                self._serve_requests()
+            if client in ready:
+                reply = client.recv_multipart()
+                if len(reply) != 3 or reply[0] != call_id:
+                    continue  # a late answer to an earlier call that timed out
+                if reply[1] == OK:
+                    return decode_response(response_codec, reply[2])
+                self._count("service_error", f"call {name}: {reply[2].decode(errors='replace')}")
+                raise ServiceFailed(reply[2].decode(errors="replace"))
+        self._targets.pop(name, None)  # resolve again next time: the server may have moved
+        self._count("service_timeout", f"call {name} on {target.node}: no answer in {timeout} s")
+        raise ServiceTimeout(f"service {name} on {target.node} did not answer in {timeout} s")
+
+    def param(
+        self,
+        name: str,
+        default: T,
+        description: str = "",
+        on_change: Callable[[T], Any] | None = None,
+    ) -> Param[T]:
+        """Declare a typed parameter. Its value starts as the override given to the
+        node (launch file, `params=`), else `default`; `on_change(value)` runs on every
+        later change and may refuse it by raising ValueError."""
+        if name in self._params:
+            raise ValueError(f"{self.name}: parameter {name!r} declared twice")
+        param = Param(name, default, description)
+        if name in self._overrides:
+            try:
+                param.value = param.check(self._overrides[name])
+            except ParamError as exc:
+                raise ParamError(f"{self.name}: {exc}") from None
+        if on_change is not None:
+            param.callbacks.append(on_change)
+        self._params[name] = param
+        self._dirty = True
+        return param
+
+    def set_param(self, name: str, value: Any) -> None:
+        """Change a declared parameter (type-checked; raises ParamError)."""
+        param = self._params.get(name)
+        if param is None:
+            raise ParamError(f"{self.name} has no parameter {name!r}")
+        param.set(value)
+        self._dirty = True
+
+    def now(self) -> float:
+        """Bus time in seconds (sim time when the bus runs on a simulator clock)."""
+        return self.clock.now_ns() * 1e-9
+
+    def now_ns(self) -> int:
+        return self.clock.now_ns()
+
+    def resolve(self, name: str) -> str:
+        """Full topic/service name: remapped, then ``/abs`` kept, ``~/x`` under the node
+        name, anything else under the namespace."""
+        name = self._remap.get(name, name)
+        if name.startswith("/"):
+            full = name
+        elif name.startswith("~"):
+            full = self.name + "/" + name[1:].lstrip("/")
+        else:
+            full = f"{self.namespace}/{name}"
+        return self._remap.get(full, full)
+
+    def call_soon_threadsafe(self, fn: Callable[[], Any]) -> None:
+        """Run `fn()` on this node's thread (the only way other threads may touch it)."""
+        self._pending.append(fn)
+        self._wake()
+
+    def stop(self) -> None:
+        """Ask the node to stop (thread-safe); `stopped` is set when it has."""
+        self._stop = True
+        self._wake()
+
+    # -- running -------------------------------------------------------------------------------
+
+    def start(self) -> Node:
+        """Run this node on a background thread; wait for `ready` before relying on it."""
+        self.thread = threading.Thread(target=self.spin, name=f"node{self.name}", daemon=True)
+        self.thread.start()
+        return self
+
+    def spin(self) -> None:
+        """Run the node on the calling thread until `stop()`."""
+        try:
+            self._open()
+            self.setup()
+        except BaseException as exc:
+            self.setup_error = exc
+            self.log.exception("%s: setup failed", self.name)
+            self._close()
+            self.ready.set()
+            self.stopped.set()
+            return
+        self.ready.set()
+        try:
+            self._loop()
+        finally:
+            try:
+                self.teardown()
+            finally:
+                self._close()
+                self.stopped.set()
+
+    def _open(self) -> None:
+        self.config.ensure_run_dir()
+        self._watch(self._wake_r.fileno(), self._on_wake)
+        self._registry = self._context.socket(zmq.DEALER)
+        self._registry.setsockopt(zmq.LINGER, 0)
+        self._registry.setsockopt(zmq.IMMEDIATE, 1)
+        self._registry.setsockopt(zmq.SNDHWM, 4)
+        self._registry.setsockopt(zmq.ROUTING_ID, self.uid.encode())
+        self._registry.connect(self.config.registry)
+        self._watch(self._registry, self._on_registry)
+        self._router = self._context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._service_urls = self._bind(self._router, "svc")
+        self._watch(self._router, self._serve_requests)
+        self.service("~/list_params", ParamListRequest, ParamList, self._list_params)
+        self.service("~/set_param", ParamSetRequest, ParamSetResult, self._set_param_request)
+        if isinstance(self.clock, SimClock):
+            from fleetbus.messages.system import Clock
+
+            self.subscribe(CLOCK_TOPIC, Clock, self._on_clock, conflate=True)
+
+    def _loop(self) -> None:
+        next_heartbeat = time.monotonic()
+        while not self._stop:
+            if self._dirty or time.monotonic() >= next_heartbeat:
+                if time.monotonic() >= next_heartbeat:
+                    next_heartbeat = time.monotonic() + p.HEARTBEAT_S
+                    self._heartbeat()
+                self._announce()
+            for sock, _ in self._poller.poll(self._poll_timeout_ms(next_heartbeat)):
+                self._handlers[sock]()
+                if self._stop:
+                    return
+            now = self.clock.timer_ns()
+            for timer in self._timers.pop_due(now):
+                self._run_callback(timer.callback, None, "timer")
+
+    def _poll_timeout_ms(self, next_heartbeat: float) -> int:
+        wait_s = next_heartbeat - time.monotonic()
+        if self._dirty:
+            wait_s = min(wait_s, ANNOUNCE_RETRY_S)
+        if not self.clock.is_sim:
+            deadline = self._timers.next_deadline()
+            if deadline is not None:
+                wait_s = min(wait_s, (deadline - self.clock.timer_ns()) * 1e-9)
+        return max(0, math.ceil(wait_s * 1000))
+
+    def _close(self) -> None:
+        if self._registry is not None:
+            try:
+                self._registry.send(p.ENCODER.encode(p.Bye(uid=self.uid)), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        sockets = [self._data, self._registry, self._router, *self._clients.values()]
+        sockets += [sub.socket for sub in self._subscriptions]
+        for sock in sockets:
+            if sock is not None:
+                sock.close(linger=0)
+        remove_ipc_files([*self._data_urls, *self._service_urls])
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- sockets ---------------------------------------------------------------------------------
+
+    def _watch(self, sock: Any, handler: Callable[[], None]) -> None:
+        self._poller.register(sock, zmq.POLLIN)
+        self._handlers[sock] = handler
+
+    def _bind(self, sock: zmq.Socket, suffix: str) -> list[str]:
+        """Bind inproc (same process), ipc (same host) and optionally tcp (other hosts)."""
+        urls = [f"inproc://fleetbus-{self.uid}-{suffix}"]
+        urls.append(f"ipc://{self.config.run_dir}/{self.uid}.{suffix}")
+        for url in urls:
+            sock.bind(url)
+        if self.config.tcp_interface:
+            sock.bind(f"tcp://{self.config.tcp_interface}:*")
+            urls.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+        return urls
+
+    def _data_socket(self) -> zmq.Socket:
+        if self._data is None:
+            sock = self._context.socket(zmq.XPUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription: latching
+            sock.setsockopt(zmq.SNDHWM, DEFAULT_DEPTH)
+            self._data_urls = self._bind(sock, "pub")
+            self._data = sock
+            self._watch(sock, self._on_subscription)
+        return self._data
+
+    def _pick_url(self, peer: p.PeerPublisher) -> str | None:
+        if peer.context == self.context_id:
+            order = ("inproc://", "ipc://", "tcp://")
+        elif peer.host == self.config.host:
+            order = ("ipc://", "tcp://")
+        else:
+            order = ("tcp://",)
+        for scheme in order:
+            for url in peer.urls:
+                if url.startswith(scheme):
+                    return url
+        return None
+
+    def _client(self, url: str) -> zmq.Socket:
+        sock = self._clients.get(url)
+        if sock is None:
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(url)
+            self._clients[url] = sock
+        return sock
+
+    def _call_poller(self, client: zmq.Socket) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(client, zmq.POLLIN)
+        if self._router is not None:
+            poller.register(self._router, zmq.POLLIN)
+        return poller
+
+    # -- event handlers ---------------------------------------------------------------------
+
+    def _on_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._pending:
+            self._run_callback(self._pending.popleft(), None, "call_soon_threadsafe")
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake (buffer full) or closed
+
+    def _on_subscription(self) -> None:
+        sock = self._data
+        assert sock is not None
+        while True:
+            try:
+                event = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event[:1] == b"\x01":
+                pub = self._publishers.get(event[1:-1].decode(errors="replace"))
+                if pub is not None and pub.latched:
+                    pub._resend_latched(sock)
+
+    def _on_registry(self) -> None:
+        assert self._registry is not None
+        while True:
+            try:
+                data = self._registry.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = p.REPLY_DECODER.decode(data)
+            except msgspec.DecodeError as exc:
+                self._count("registry_error", f"undecodable registry message ({exc})")
+                continue
+            self._registry_seen = time.monotonic()
+            if self._registry_lost:
+                self._registry_lost = False
+                self.log.info("%s: registry is back", self.name)
+            if isinstance(reply, p.AnnounceAck):
+                for sub in self._subscriptions:
+                    sub.update_peers(reply.peers.get(sub.topic, []), reply.complete)
+            elif isinstance(reply, p.TopicPeers):
+                for sub in self._subscriptions:
+                    if sub.topic == reply.topic:
+                        sub.update_peers(reply.peers, reply.complete)
+            elif isinstance(reply, p.Notice):
+                self._count("registry_notice", reply.text, level=reply.level)
+
+    def _serve_requests(self) -> None:
+        assert self._router is not None
+        while True:
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 5:
+                self._count("service_error", f"malformed service request ({len(frames)} parts)")
+                continue
+            route, call_id, name, request_hash, payload = frames
+            svc = self._services.get(name.decode(errors="replace"))
+            if svc is None:
+                status, body = ERROR, f"{self.name} serves no {name.decode(errors='replace')}"
+                body = body.encode()
+            else:
+                status, body = svc.handle(request_hash, payload)
+            if status == ERROR:
+                self._count("service_error", body.decode(errors="replace"))
+            self._router.send_multipart([route, call_id, status, body])
+
+    def _on_clock(self, msg: Any) -> None:
+        assert isinstance(self.clock, SimClock)
+        if not self.clock.set(msg.stamp_ns):
+            self._count("clock_backwards", f"/clock went back to {msg.stamp_ns} ns; ignored")
+
+    def _run_callback(self, callback: Callable[..., Any], msg: Any, where: str) -> None:
+        try:
+            if msg is None:
+                callback()
+            else:
+                callback(msg)
+        except Exception as exc:
+            self._count(
+                "callback_error", f"{where}: {type(exc).__name__}: {exc}", exc_info=True
+            )
+
+    # -- registry --------------------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        if self._registry is None:
+            return
+        try:
+            self._registry.send(p.ENCODER.encode(p.Announce(node=self.info())), zmq.NOBLOCK)
+            self._dirty = False
+        except zmq.Again:
+            # Not connected (yet): retry soon while starting, so discovery does not wait a
+            # whole heartbeat; later on, links already made keep working without it.
+            self._dirty = not self._registry_seen
+
+    def _heartbeat(self) -> None:
+        for item in [*self._publishers.values(), *self._subscriptions]:
+            item.stats.roll()
+        silent = time.monotonic() - self._registry_seen
+        if self._registry_seen and silent > 3 * p.HEARTBEAT_S and not self._registry_lost:
+            self._registry_lost = True
+            self.log.warning(
+                "%s: registry silent for %.1f s; existing links keep working", self.name, silent
+            )
+
+    def info(self) -> p.NodeInfo:
+        """This node's registration record, with current counters."""
+        return p.NodeInfo(
+            uid=self.uid,
+            name=self.name,
+            host=self.config.host,
+            pid=os.getpid(),
+            context=self.context_id,
+            started_ns=self._started_ns,
+            data_urls=self._data_urls,
+            service_urls=self._service_urls,
+            publishers=[pub.info() for pub in self._publishers.values()],
+            subscriptions=[sub.info() for sub in self._subscriptions],
+            services=[
+                p.ServiceInfo(
+                    name=svc.name,
+                    request_type=svc.request.type_name,
+                    request_hash=svc.request.schema_hash,
+                    response_type=svc.response.type_name,
+                    calls=svc.calls,
+                    errors=svc.errors,
+                )
+                for svc in self._services.values()
+            ],
+            params=[
+                p.ParamInfo(
+                    name=prm.name,
+                    type=prm.type.__name__,
+                    value=prm.value,
+                    description=prm.description,
+                )
+                for prm in self._params.values()
+            ],
+            counters=dict(self.counters),
+        )
+
+    def _resolve_service(self, name: str, timeout: float) -> ServiceTarget:
+        target = self._targets.get(name)
+        if target is not None:
+            return target
+        graph = fetch_graph(self.config, timeout, self._context)
+        if graph is None:
+            self._count("service_error", f"call {name}: no registry answered")
+            raise ServiceNotFound(f"cannot look up service {name}: no registry answered")
+        for node in graph.nodes:
+            for svc in node.services:
+                if svc.name == name:
+                    peer = p.PeerPublisher(
+                        uid=node.uid,
+                        node=node.name,
+                        host=node.host,
+                        context=node.context,
+                        urls=node.service_urls,
+                        type_name=svc.request_type,
+                        schema_hash=svc.request_hash,
+                    )
+                    url = self._pick_url(peer)
+                    if url is None:
+                        continue
+                    target = ServiceTarget(
+                        name, node.name, url, svc.request_type, svc.request_hash,
+                        svc.response_type,
+                    )
+                    self._targets[name] = target
+                    return target
+        self._count("service_error", f"call {name}: no such service")
+        raise ServiceNotFound(f"no node serves {name}")
+
+    # -- parameters over the bus ---------------------------------------------------------------
+
+    def _list_params(self, _: ParamListRequest) -> ParamList:
+        params = list(self._params.values())
+        return ParamList(
+            names=[prm.name for prm in params],
+            types=[prm.type.__name__ for prm in params],
+            values=[prm.value for prm in params],
+            descriptions=[prm.description for prm in params],
+        )
+
+    def _set_param_request(self, request: ParamSetRequest) -> ParamSetResult:
+        try:
+            self.set_param(request.name, request.value)
+        except ParamError as exc:
+            self._count("param_error", str(exc))
+            return ParamSetResult(ok=False, error=str(exc))
+        self.log.info("%s: parameter %s set to %r", self.name, request.name, request.value)
+        return ParamSetResult(ok=True)
+
+    # -- problems ------------------------------------------------------------------------------
+
+    def _count(self, kind: str, text: str, level: str = "warning", exc_info: bool = False) -> None:
+        """Count a problem and log it, at most once per LOG_REPEAT_S for the same text."""
+        self.counters[kind] += 1
+        key = (kind, text)
+        now = time.monotonic()
+        last, suppressed = self._logged.get(key, (-math.inf, 0))
+        if now - last < LOG_REPEAT_S:
+            self._logged[key] = (last, suppressed + 1)
+            return
+        if len(self._logged) > 1000:
+            self._logged.clear()  # bounded: garbage input must not grow memory
+        self._logged[key] = (now, 0)
+        more = f" (and {suppressed} more like it)" if suppressed else ""
+        self.log.log(
+            logging.getLevelName(level.upper()),
+            "%s: %s%s", self.name, text, more, exc_info=exc_info,
+        )

@@ -1,0 +1,288 @@
+"""Publishers and subscriptions: the hot path of the bus.
+
+A node's publishers share the node's XPUB socket; each subscription owns a SUB socket
+that connects straight to the publishers the registry names. Everything here runs on the
+node's event-loop thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+import zmq
+
+from fleetbus.bus import protocol as p
+from fleetbus.bus.wire import HEADER_DECODER, HEADER_ENCODER, FrameHeader, topic_frame
+from fleetbus.messages.base import Message
+from fleetbus.messages.codec import Codec, DecodeError
+
+if TYPE_CHECKING:
+    from fleetbus.bus.node import Node
+
+M = TypeVar("M", bound=Message)
+
+RECV_BATCH = 256  # frames drained per wake-up before other sockets get their turn
+DEFAULT_DEPTH = 1000
+
+
+class _RateWindow:
+    """Messages and bytes since the last heartbeat, turned into rates."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.bytes = 0
+        self._mark = (time.monotonic(), 0, 0)
+        self.rate_hz = 0.0
+        self.bandwidth_bps = 0.0
+
+    def roll(self) -> None:
+        now = time.monotonic()
+        then, messages, nbytes = self._mark
+        if now > then:
+            self.rate_hz = (self.messages - messages) / (now - then)
+            self.bandwidth_bps = (self.bytes - nbytes) / (now - then)
+        self._mark = (now, self.messages, self.bytes)
+
+
+class Publisher(Generic[M]):
+    """Publishes one message type on one topic. Create with `Node.publisher`."""
+
+    def __init__(
+        self, node: Node, topic: str, cls: type[M], latched: bool, depth: int, sock: zmq.Socket
+    ) -> None:
+        self.topic = topic
+        self.cls = cls
+        self.latched = latched
+        self.depth = depth
+        self.stats = _RateWindow()
+        self._node = node
+        self._sock = sock
+        self._codec = Codec(cls)
+        self._frame = topic_frame(topic)
+        self._seq = 0
+        self._last: list[Any] | None = None
+        self._stamped = "header" in cls.__struct_fields__
+
+    def publish(self, msg: M) -> None:
+        """Send `msg` to every connected subscriber. Never blocks: a subscriber whose
+        queue is full loses the message and sees a sequence gap."""
+        if type(msg) is not self.cls:
+            raise TypeError(
+                f"{self.topic} carries {self._codec.type_name}, not {type(msg).__name__}"
+            )
+        node = self._node
+        payload, buffers = self._codec.encode(msg)
+        self._seq += 1
+        stamp = msg.header.stamp_ns if self._stamped else 0  # type: ignore[attr-defined]
+        header = HEADER_ENCODER.encode(
+            FrameHeader(
+                self._codec.type_name,
+                self._codec.schema_hash,
+                node.uid,
+                self._seq,
+                stamp or node.clock.now_ns(),
+                time.time_ns(),
+            )
+        )
+        frames = [self._frame, header, payload, *buffers]
+        sock = self._sock
+        if buffers:
+            sock.send_multipart(frames[:3], zmq.SNDMORE)
+            sock.send_multipart(buffers, copy=False)
+        else:
+            sock.send_multipart(frames)
+        self.stats.messages += 1
+        self.stats.bytes += len(payload) + sum(b.nbytes for b in buffers)
+        if self.latched:
+            self._last = frames
+
+    def _resend_latched(self, sock: zmq.Socket) -> None:
+        """A subscriber (re)joined: give it the last value. Existing subscribers get it
+        too (PUB has no unicast) and drop it as a duplicate sequence number."""
+        if self._last is not None:
+            sock.send_multipart(self._last, copy=False)
+
+    def info(self) -> p.PublisherInfo:
+        return p.PublisherInfo(
+            topic=self.topic,
+            type_name=self._codec.type_name,
+            schema_hash=self._codec.schema_hash,
+            latched=self.latched,
+            depth=self.depth,
+            messages=self.stats.messages,
+            bytes=self.stats.bytes,
+            rate_hz=self.stats.rate_hz,
+            bandwidth_bps=self.stats.bandwidth_bps,
+        )
+
+
+class Subscription(Generic[M]):
+    """Receives one topic. Create with `Node.subscribe`."""
+
+    def __init__(
+        self,
+        node: Node,
+        topic: str,
+        cls: type[M],
+        callback: Callable[[M], Any],
+        depth: int,
+        conflate: bool,
+        max_age: float | None,
+    ) -> None:
+        self.topic = topic
+        self.cls = cls
+        self.callback = callback
+        self.depth = depth
+        self.conflate = conflate
+        self.max_age = max_age
+        self.stats = _RateWindow()
+        self.gaps = 0
+        self.stale = 0
+        self.conflated = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.latency_s: float | None = None
+        self.last_header: FrameHeader | None = None
+        self._node = node
+        self._codec = Codec(cls)
+        self._max_age_ns = None if max_age is None else int(max_age * 1e9)
+        self._last_seq: dict[str, int] = {}
+        self._connected: dict[str, str] = {}  # publisher uid -> url
+        self._refused: set[str] = set()  # publisher uids refused for a type mismatch
+        self._copy = not self._codec.has_arrays  # zero-copy receive pays off for arrays only
+        self.socket = node._context.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RCVHWM, depth)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, node.max_message_bytes)
+        self.socket.setsockopt(zmq.SUBSCRIBE, topic_frame(topic))
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @property
+    def publishers(self) -> int:
+        """Publishers this subscription is connected to now."""
+        return len(self._connected)
+
+    def connect(self, url: str, publisher: str = "") -> None:
+        """Connect to a publisher endpoint directly (static wiring without discovery)."""
+        key = publisher or url
+        if key not in self._connected:
+            self.socket.connect(url)
+            self._connected[key] = url
+
+    def update_peers(self, peers: list[p.PeerPublisher], complete: bool) -> None:
+        """Follow the registry's list of publishers: connect new ones whose type matches,
+        refuse (loudly) those whose type does not, and drop vanished ones when the
+        registry's view is complete."""
+        node = self._node
+        wanted = set()
+        for peer in peers:
+            if peer.schema_hash != self._codec.schema_hash:
+                if peer.uid not in self._refused:
+                    self._refused.add(peer.uid)
+                    node._count(
+                        "type_mismatch",
+                        f"refusing publisher {peer.node} on {self.topic}: it sends "
+                        f"{peer.type_name}#{peer.schema_hash:016x}, this subscription "
+                        f"expects {self._codec.type_name}#{self._codec.schema_hash:016x}",
+                        level="error",
+                    )
+                continue
+            url = node._pick_url(peer)
+            if url is None:
+                node._count(
+                    "unreachable",
+                    f"no reachable endpoint for publisher {peer.node} on {self.topic} "
+                    f"(offers {', '.join(peer.urls)})",
+                )
+                continue
+            wanted.add(peer.uid)
+            if self._connected.get(peer.uid) != url:
+                self.connect(url, peer.uid)
+        if complete:
+            for uid in set(self._connected) - wanted:
+                try:
+                    self.socket.disconnect(self._connected.pop(uid))
+                except zmq.ZMQError:
+                    pass
+                self._last_seq.pop(uid, None)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        sock = self.socket
+        batch = []
+        for _ in range(RECV_BATCH):
+            try:
+                batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=self._copy))
+            except zmq.Again:
+                break
+        if self.conflate and len(batch) > 1:
+            self.conflated += len(batch) - 1
+            batch = batch[-1:]
+        for frames in batch:
+            self._deliver(frames)
+
+    def _deliver(self, frames: list[Any]) -> None:
+        node = self._node
+        size = sum(len(f) for f in frames)
+        self.stats.messages += 1
+        self.stats.bytes += size
+        if len(frames) < 3:
+            return self._reject(f"truncated frame ({len(frames)} parts, need 3)")
+        if size > node.max_message_bytes:
+            return self._reject(f"oversized message ({size} bytes > {node.max_message_bytes})")
+        try:
+            header = HEADER_DECODER.decode(frames[1])
+        except msgspec.MsgspecError as exc:
+            return self._reject(f"bad frame header ({exc})")
+        if header.schema_hash != self._codec.schema_hash:
+            return self._reject(
+                f"frame of type {header.type_name}#{header.schema_hash:016x} from "
+                f"{header.publisher}, expected {self._codec.type_name}"
+            )
+        last = self._last_seq.get(header.publisher)
+        if last is not None:
+            if header.seq <= last:
+                self.duplicates += 1  # a latched value re-sent for a late joiner
+                return None
+            self.gaps += header.seq - last - 1
+        self._last_seq[header.publisher] = header.seq
+        age_ns = node.clock.now_ns() - header.source_stamp_ns
+        if self._max_age_ns is not None and age_ns > self._max_age_ns:
+            self.stale += 1
+            return None
+        try:
+            msg = self._codec.decode(frames[2], frames[3:])
+        except DecodeError as exc:
+            return self._reject(str(exc))
+        self.latency_s = (time.time_ns() - header.publish_wall_ns) * 1e-9
+        self.last_header = header
+        node._run_callback(self.callback, msg, self.topic)
+        return None
+
+    def _reject(self, why: str) -> None:
+        self.rejected += 1
+        self._node._count("rejected_frame", f"{self.topic}: rejected {why}")
+
+    def info(self) -> p.SubscriptionInfo:
+        return p.SubscriptionInfo(
+            topic=self.topic,
+            type_name=self._codec.type_name,
+            schema_hash=self._codec.schema_hash,
+            depth=self.depth,
+            conflate=self.conflate,
+            max_age_s=self.max_age,
+            messages=self.stats.messages,
+            bytes=self.stats.bytes,
+            rate_hz=self.stats.rate_hz,
+            gaps=self.gaps,
+            stale=self.stale,
+            conflated=self.conflated,
+            rejected=self.rejected,
+            latency_s=self.latency_s,
+            publishers=self.publishers,
+        )
