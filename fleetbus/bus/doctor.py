@@ -33,7 +33,7 @@ def type_mismatches(nodes: list[p.NodeInfo]) -> list[Finding]:
     for node in nodes:
         for sub in node.subscriptions:
             for pub_node, pub in pubs.get(sub.topic, ()):
-                if pub.schema_hash == sub.schema_hash:
+                if pub.schema_hash == sub.schema_hash or sub.schema_hash == 0:  # 0: any type
                     continue
                 what = (
                     "a different type"

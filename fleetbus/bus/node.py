@@ -26,6 +26,7 @@ from fleetbus.bus import protocol as p
 from fleetbus.bus.clock import CLOCK_TOPIC, SimClock, WallClock
 from fleetbus.bus.config import BusConfig, remove_ipc_files
 from fleetbus.bus.params import (
+    PARAM_SERVICES,
     Param,
     ParamError,
     ParamList,
@@ -163,7 +164,7 @@ class Node:
     def subscribe(
         self,
         topic: str,
-        msg_type: type[M],
+        msg_type: type[M] | None,
         callback: Callable[[M], Any],
         depth: int = DEFAULT_DEPTH,
         conflate: bool = False,
@@ -171,6 +172,7 @@ class Node:
     ) -> Subscription[M]:
         """Call `callback(msg)` for each message on `topic`.
 
+        `msg_type=None` accepts any type and delivers `AnyMessage` (raw frame) objects.
         `depth`: receive queue length; `conflate`: deliver only the newest message when
         several are waiting; `max_age`: drop (and count) messages whose stamp is older
         than this many seconds on the bus clock — a controller never acts on stale input.
@@ -357,8 +359,9 @@ class Node:
         self._router.setsockopt(zmq.LINGER, 0)
         self._service_urls = self._bind(self._router, "svc")
         self._watch(self._router, self._serve_requests)
-        self.service("~/list_params", ParamListRequest, ParamList, self._list_params)
-        self.service("~/set_param", ParamSetRequest, ParamSetResult, self._set_param_request)
+        list_name, set_name = PARAM_SERVICES
+        self.service(f"~/{list_name}", ParamListRequest, ParamList, self._list_params)
+        self.service(f"~/{set_name}", ParamSetRequest, ParamSetResult, self._set_param_request)
         if isinstance(self.clock, SimClock):
             from fleetbus.messages.system import Clock
 
@@ -426,7 +429,8 @@ class Node:
         if self._data is None:
             sock = self._context.socket(zmq.XPUB)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # see every (re)subscription: latching
+            # See every subscribe (to re-send latched values) and unsubscribe (to count).
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
             sock.setsockopt(zmq.SNDHWM, DEFAULT_DEPTH)
             self._data_urls = self._bind(sock, "pub")
             self._data = sock
@@ -487,10 +491,15 @@ class Node:
                 event = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            pub = self._publishers.get(event[1:-1].decode(errors="replace"))
+            if pub is None:
+                continue
             if event[:1] == b"\x01":
-                pub = self._publishers.get(event[1:-1].decode(errors="replace"))
-                if pub is not None and pub.latched:
+                pub.subscribers += 1
+                if pub.latched:
                     pub._resend_latched(sock)
+            elif pub.subscribers > 0:
+                pub.subscribers -= 1
 
     def _on_registry(self) -> None:
         assert self._registry is not None

@@ -15,6 +15,7 @@ from fleetbus.messages.base import Message
 T = TypeVar("T")
 
 PARAM_TYPES = (bool, int, float, str, list, dict)
+PARAM_SERVICES = ("list_params", "set_param")  # served by every node under its own name
 
 
 class ParamError(ValueError):

@@ -22,6 +22,7 @@ class PublisherInfo(msgspec.Struct, kw_only=True):
     schema_hash: int
     latched: bool = False
     depth: int = 1000
+    subscribers: int = 0  # subscriptions connected now, as the publisher's socket sees them
     messages: int = 0
     bytes: int = 0
     rate_hz: float = 0.0  # over the last heartbeat window, measured by the publisher

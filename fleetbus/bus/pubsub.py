@@ -17,7 +17,7 @@ import zmq
 from fleetbus.bus import protocol as p
 from fleetbus.bus.wire import HEADER_DECODER, HEADER_ENCODER, FrameHeader, topic_frame
 from fleetbus.messages.base import Message
-from fleetbus.messages.codec import Codec, DecodeError
+from fleetbus.messages.codec import Codec, DecodeError, to_builtins
 
 if TYPE_CHECKING:
     from fleetbus.bus.node import Node
@@ -26,6 +26,24 @@ M = TypeVar("M", bound=Message)
 
 RECV_BATCH = 256  # frames drained per wake-up before other sockets get their turn
 DEFAULT_DEPTH = 1000
+ANY_TYPE = "*"  # type name a subscription of any type registers (schema hash 0)
+
+
+class AnyMessage:
+    """What a subscription of any type (`msg_type=None`) receives: the raw frame, for
+    tools that echo or record topics without importing their message classes."""
+
+    __slots__ = ("buffers", "header", "payload", "topic")
+
+    def __init__(self, topic: str, header: FrameHeader, payload: bytes, buffers: list) -> None:
+        self.topic = topic
+        self.header = header
+        self.payload = payload
+        self.buffers = buffers
+
+    def to_builtins(self) -> Any:
+        """The message as plain Python data (dicts, lists, numpy arrays)."""
+        return to_builtins(self.payload, self.buffers)
 
 
 class _RateWindow:
@@ -63,6 +81,7 @@ class Publisher(Generic[M]):
         self._codec = Codec(cls)
         self._frame = topic_frame(topic)
         self._seq = 0
+        self.subscribers = 0  # current subscriptions, from the XPUB socket's events
         self._last: list[Any] | None = None
         self._stamped = "header" in cls.__struct_fields__
 
@@ -112,6 +131,7 @@ class Publisher(Generic[M]):
             schema_hash=self._codec.schema_hash,
             latched=self.latched,
             depth=self.depth,
+            subscribers=self.subscribers,
             messages=self.stats.messages,
             bytes=self.stats.bytes,
             rate_hz=self.stats.rate_hz,
@@ -126,7 +146,7 @@ class Subscription(Generic[M]):
         self,
         node: Node,
         topic: str,
-        cls: type[M],
+        cls: type[M] | None,
         callback: Callable[[M], Any],
         depth: int,
         conflate: bool,
@@ -147,12 +167,15 @@ class Subscription(Generic[M]):
         self.latency_s: float | None = None
         self.last_header: FrameHeader | None = None
         self._node = node
-        self._codec = Codec(cls)
+        self._codec = Codec(cls) if cls is not None else None
+        self._type_name = self._codec.type_name if self._codec else ANY_TYPE
+        self._hash = self._codec.schema_hash if self._codec else 0
         self._max_age_ns = None if max_age is None else int(max_age * 1e9)
         self._last_seq: dict[str, int] = {}
         self._connected: dict[str, str] = {}  # publisher uid -> url
         self._refused: set[str] = set()  # publisher uids refused for a type mismatch
-        self._copy = not self._codec.has_arrays  # zero-copy receive pays off for arrays only
+        # zero-copy receive pays off for array payloads only
+        self._copy = self._codec is not None and not self._codec.has_arrays
         self.socket = node._context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, depth)
@@ -180,14 +203,14 @@ class Subscription(Generic[M]):
         node = self._node
         wanted = set()
         for peer in peers:
-            if peer.schema_hash != self._codec.schema_hash:
+            if self._codec is not None and peer.schema_hash != self._hash:
                 if peer.uid not in self._refused:
                     self._refused.add(peer.uid)
                     node._count(
                         "type_mismatch",
                         f"refusing publisher {peer.node} on {self.topic}: it sends "
                         f"{peer.type_name}#{peer.schema_hash:016x}, this subscription "
-                        f"expects {self._codec.type_name}#{self._codec.schema_hash:016x}",
+                        f"expects {self._type_name}#{self._hash:016x}",
                         level="error",
                     )
                 continue
@@ -239,10 +262,10 @@ class Subscription(Generic[M]):
             header = HEADER_DECODER.decode(frames[1])
         except msgspec.MsgspecError as exc:
             return self._reject(f"bad frame header ({exc})")
-        if header.schema_hash != self._codec.schema_hash:
+        if header.schema_hash != self._hash and self._codec is not None:
             return self._reject(
                 f"frame of type {header.type_name}#{header.schema_hash:016x} from "
-                f"{header.publisher}, expected {self._codec.type_name}"
+                f"{header.publisher}, expected {self._type_name}"
             )
         last = self._last_seq.get(header.publisher)
         if last is not None:
@@ -255,10 +278,13 @@ class Subscription(Generic[M]):
         if self._max_age_ns is not None and age_ns > self._max_age_ns:
             self.stale += 1
             return None
-        try:
-            msg = self._codec.decode(frames[2], frames[3:])
-        except DecodeError as exc:
-            return self._reject(str(exc))
+        if self._codec is None:
+            msg: Any = AnyMessage(self.topic, header, bytes(frames[2]), frames[3:])
+        else:
+            try:
+                msg = self._codec.decode(frames[2], frames[3:])
+            except DecodeError as exc:
+                return self._reject(str(exc))
         self.latency_s = (time.time_ns() - header.publish_wall_ns) * 1e-9
         self.last_header = header
         node._run_callback(self.callback, msg, self.topic)
@@ -271,8 +297,8 @@ class Subscription(Generic[M]):
     def info(self) -> p.SubscriptionInfo:
         return p.SubscriptionInfo(
             topic=self.topic,
-            type_name=self._codec.type_name,
-            schema_hash=self._codec.schema_hash,
+            type_name=self._type_name,
+            schema_hash=self._hash,
             depth=self.depth,
             conflate=self.conflate,
             max_age_s=self.max_age,
