@@ -8,6 +8,7 @@ Human tables by default; `--json` for scripts.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -27,7 +28,7 @@ from fleetbus.bus import protocol as p
 from fleetbus.bus.config import BusConfig
 from fleetbus.bus.doctor import diagnose
 from fleetbus.bus.introspect import find_node, plain, topics, visible
-from fleetbus.bus.node import Node
+from fleetbus.bus.node import Node, NodeSetupError
 from fleetbus.bus.params import (
     PARAM_SERVICES,
     ParamList,
@@ -38,7 +39,7 @@ from fleetbus.bus.params import (
 from fleetbus.bus.pubsub import AnyMessage
 from fleetbus.bus.registry import Registry, RegistryRunning
 from fleetbus.bus.registry_client import fetch_graph
-from fleetbus.bus.runner import configure_logging, start
+from fleetbus.bus.runner import configure_logging, run, start
 from fleetbus.bus.services import ServiceError
 from fleetbus.messages.base import Message, lookup_type
 
@@ -159,6 +160,32 @@ def cmd_up(args: argparse.Namespace, config: BusConfig) -> int:
         signal.signal(sig, lambda *_: registry.stop())
     console.print(f"registry {registry.id} on {', '.join(registry.endpoints)}", highlight=False)
     registry.serve()
+    return 0
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, config: BusConfig) -> int:
+    """Run one node class as this process: ``fleetbus run pkg.mod:Class -p gain=2``."""
+    module_name, _, class_name = args.node_class.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CliError(f"cannot import node class {args.node_class!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Node)):
+        raise CliError(f"{args.node_class} is not a fleetbus Node class")
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--param takes key=value, got {item!r}")
+        params[key] = yaml.safe_load(value)
+    node = cls(args.name, namespace=args.namespace, params=params, config=config)
+    try:
+        run(node)
+    except NodeSetupError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -455,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="join another host's registry (repeatable)")
     up.set_defaults(func=cmd_up)
 
+    c = sub.add_parser("run", help="run a node class as this process")
+    c.add_argument("node_class", help="package.module:Class")
+    c.add_argument("--name", help="node name (default: the class name in lower case)")
+    c.add_argument("--namespace", default="", help="prefix for relative topic names")
+    c.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="parameter override, value in YAML (repeatable)")
+    c.set_defaults(func=cmd_run)
+
     def group(name: str, help_text: str) -> argparse._SubParsersAction:
         g = sub.add_parser(name, help=help_text)
         return g.add_subparsers(dest="action", required=True)
@@ -526,8 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(logging.WARNING)  # the tool's own node must not chatter
-    config = BusConfig.from_env(auto_registry=False)
+    # A node run as this process logs like any node; the tools' own nodes must not chatter.
+    configure_logging(logging.INFO if args.command == "run" else logging.WARNING)
+    # Tools never embed a registry (it would vanish with them); `run` may, like any program.
+    config = BusConfig.from_env(auto_registry=args.command == "run")
     try:
         return args.func(args, config)
     except CliError as exc:

@@ -155,9 +155,10 @@ class Node:
                 )
             return existing
         sock = self._data_socket()
-        sock.setsockopt(zmq.SNDHWM, max(depth, sock.getsockopt(zmq.SNDHWM)))
         pub = Publisher(self, topic, msg_type, latched, depth, sock)
         self._publishers[topic] = pub
+        if self.ready.is_set():
+            self._bind_data()  # declared after setup(): bind now
         self._dirty = True
         return pub
 
@@ -328,6 +329,7 @@ class Node:
         try:
             self._open()
             self.setup()
+            self._bind_data()
         except BaseException as exc:
             self.setup_error = exc
             self.log.exception("%s: setup failed", self.name)
@@ -431,11 +433,18 @@ class Node:
             sock.setsockopt(zmq.LINGER, 0)
             # See every subscribe (to re-send latched values) and unsubscribe (to count).
             sock.setsockopt(zmq.XPUB_VERBOSER, 1)
-            sock.setsockopt(zmq.SNDHWM, DEFAULT_DEPTH)
-            self._data_urls = self._bind(sock, "pub")
             self._data = sock
             self._watch(sock, self._on_subscription)
         return self._data
+
+    def _bind_data(self) -> None:
+        """Bind the data socket once setup() has declared its publishers. ZeroMQ takes a
+        bound endpoint's queue limit (SNDHWM) from the moment of bind(), so it must be set
+        first; all topics share the socket, so it is the largest depth asked for."""
+        if self._data is not None and not self._data_urls:
+            depth = max(pub.depth for pub in self._publishers.values())
+            self._data.setsockopt(zmq.SNDHWM, depth)
+            self._data_urls = self._bind(self._data, "pub")
 
     def _pick_url(self, peer: p.PeerPublisher) -> str | None:
         if peer.context == self.context_id:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=Message)
 
+_MORE = int(zmq.SNDMORE)
 RECV_BATCH = 256  # frames drained per wake-up before other sockets get their turn
 DEFAULT_DEPTH = 1000
 ANY_TYPE = "*"  # type name a subscription of any type registers (schema hash 0)
@@ -106,17 +107,22 @@ class Publisher(Generic[M]):
                 time.time_ns(),
             )
         )
-        frames = [self._frame, header, payload, *buffers]
+        # Frame by frame with a plain-int flag: send_multipart spends ~1.5 µs a message
+        # combining enum flags, a third of the whole publish.
         sock = self._sock
+        sock.send(self._frame, _MORE)
+        sock.send(header, _MORE)
         if buffers:
-            sock.send_multipart(frames[:3], zmq.SNDMORE)
-            sock.send_multipart(buffers, copy=False)
+            sock.send(payload, _MORE)
+            for buffer in buffers[:-1]:
+                sock.send(buffer, _MORE, copy=False)
+            sock.send(buffers[-1], 0, copy=False)
         else:
-            sock.send_multipart(frames)
+            sock.send(payload, 0)
         self.stats.messages += 1
         self.stats.bytes += len(payload) + sum(b.nbytes for b in buffers)
         if self.latched:
-            self._last = frames
+            self._last = [self._frame, header, payload, *buffers]
 
     def _resend_latched(self, sock: zmq.Socket) -> None:
         """A subscriber (re)joined: give it the last value. Existing subscribers get it
@@ -179,7 +185,8 @@ class Subscription(Generic[M]):
         self.socket = node._context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, depth)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, node.max_message_bytes)
+        # No ZMQ_MAXMSGSIZE: over it, ZeroMQ silently drops the connection (and the
+        # messages sent until it is back) instead of counting; _deliver checks the size.
         self.socket.setsockopt(zmq.SUBSCRIBE, topic_frame(topic))
 
     # -- connections ---------------------------------------------------------------------------
@@ -245,9 +252,24 @@ class Subscription(Generic[M]):
                 break
         if self.conflate and len(batch) > 1:
             self.conflated += len(batch) - 1
+            for frames in batch[:-1]:
+                self._skip(frames)
             batch = batch[-1:]
         for frames in batch:
             self._deliver(frames)
+
+    def _skip(self, frames: list[Any]) -> None:
+        """A message replaced by a newer one (conflation) was not lost: advance its
+        publisher's sequence number, or the next delivery would count it as a gap."""
+        try:
+            header = HEADER_DECODER.decode(frames[1])
+        except (IndexError, msgspec.MsgspecError):
+            return
+        last = self._last_seq.get(header.publisher)
+        if last is None or header.seq > last:
+            if last is not None:
+                self.gaps += header.seq - last - 1
+            self._last_seq[header.publisher] = header.seq
 
     def _deliver(self, frames: list[Any]) -> None:
         node = self._node

@@ -1,0 +1,83 @@
+"""State estimates, paths, missions and geofences (local ENU frame, metres)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from fleetbus.messages.base import Message
+from fleetbus.messages.geometry import Header, Pose, Twist, Vector3
+
+
+def _zeros36() -> list[float]:
+    return [0.0] * 36
+
+
+class Odometry(Message):
+    """A state estimate: pose in `header.frame_id`, twist in `child_frame_id` (body)."""
+
+    __msgtype__ = "fleetbus/Odometry"
+    header: Header = msgspec.field(default_factory=Header)
+    child_frame_id: str = ""
+    pose: Pose = msgspec.field(default_factory=Pose)
+    twist: Twist = msgspec.field(default_factory=Twist)
+    pose_covariance: list[float] = msgspec.field(default_factory=_zeros36)
+    """6x6 row-major over x, y, z (m), roll, pitch, yaw (rad)."""
+    twist_covariance: list[float] = msgspec.field(default_factory=_zeros36)
+    """6x6 row-major over vx, vy, vz (m/s), wx, wy, wz (rad/s)."""
+
+
+class Waypoint(Message):
+    __msgtype__ = "fleetbus/Waypoint"
+    position: Vector3 = msgspec.field(default_factory=Vector3)  # ENU, m
+    speed_mps: float = 0.0  # desired speed on the way there (0 = vehicle default)
+    acceptance_radius_m: float = 1.0  # reached when this close
+    hold_s: float = 0.0  # wait this long once reached
+    yaw_rad: float | None = None  # desired heading at the waypoint, if any
+
+
+class Path(Message):
+    """A planned path with a speed for each pose."""
+
+    __msgtype__ = "fleetbus/Path"
+    header: Header = msgspec.field(default_factory=Header)
+    poses: list[Pose] = []
+    speeds_mps: list[float] = []
+
+
+class Mission(Message):
+    __msgtype__ = "fleetbus/Mission"
+    header: Header = msgspec.field(default_factory=Header)
+    mission_id: str = ""
+    vehicle_id: str = ""
+    waypoints: list[Waypoint] = []
+    return_home: bool = False  # fly/sail/drive back to the start when done
+
+
+class GeofenceZone(Message):
+    """One zone: a polygon (with holes) or a circle, with its own altitude band."""
+
+    __msgtype__ = "fleetbus/GeofenceZone"
+    zone_id: str = ""
+    kind: Literal["polygon", "circle"] = "polygon"
+    inclusion: bool = True  # True: stay inside; False: keep out
+    vertices: list[Vector3] = []  # polygon outline, ENU m (z ignored)
+    holes: list[list[Vector3]] = []
+    center: Vector3 = msgspec.field(default_factory=Vector3)  # circle centre, ENU m
+    radius_m: float = 0.0  # circle radius
+    floor_m: float = float("-inf")  # altitude band of the zone (drones only)
+    ceiling_m: float = float("inf")
+    action: Literal["report", "hold", "return", "land"] = "report"  # on breach
+    priority: int = 0  # higher wins when zones disagree
+
+
+class Geofence(Message):
+    """A set of zones around a WGS84 origin (the local ENU frame's origin)."""
+
+    __msgtype__ = "fleetbus/Geofence"
+    header: Header = msgspec.field(default_factory=Header)
+    origin_lat_deg: float = 0.0
+    origin_lon_deg: float = 0.0
+    origin_alt_m: float = 0.0
+    zones: list[GeofenceZone] = []

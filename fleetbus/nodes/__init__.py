@@ -1,0 +1,1 @@
+"""Ready-made nodes that wrap the fleetbus libraries for use in graphs."""
