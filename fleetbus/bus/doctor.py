@@ -6,6 +6,8 @@ Used by the registry (to tell nodes about type mismatches the moment they appear
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -95,6 +97,12 @@ def diagnose(graph: p.Graph) -> list[Finding]:
                     Finding("info", f"{node.name} publishes {pub.topic}, which nobody "
                             "subscribes to", (node.name,))
                 )
+            elif pub.messages and not pub.rate_hz and not pub.latched:
+                findings.append(
+                    Finding("warn", f"{pub.topic} is stale: {node.name} published "
+                            f"{pub.messages} message(s) but none in the last heartbeat "
+                            "window, and it has subscribers", (node.name,))
+                )
         for kind, count in sorted(node.counters.items()):
             if count:
                 findings.append(
@@ -106,14 +114,27 @@ def diagnose(graph: p.Graph) -> list[Finding]:
 
 
 def _unreachable(nodes: list[p.NodeInfo], subscriber: p.NodeInfo) -> list[Finding]:
-    """Publishers on another host that expose no tcp endpoint can never be reached."""
+    """Publishers on another host that expose no tcp endpoint can never be reached; on
+    this host, an ipc endpoint whose socket file is gone cannot be reached either."""
     topics = {sub.topic for sub in subscriber.subscriptions}
     findings = []
     for node in nodes:
-        if node.host == subscriber.host:
-            continue
         shared = sorted(topics & {pub.topic for pub in node.publishers})
-        if shared and not any(url.startswith("tcp://") for url in node.data_urls):
+        if not shared:
+            continue
+        if node.host == subscriber.host:
+            missing = [
+                url for url in node.data_urls
+                if url.startswith("ipc://") and not os.path.exists(url[len("ipc://"):])
+            ]
+            if missing and node.host == socket.gethostname():
+                findings.append(
+                    Finding("error", f"{node.name}'s endpoint {missing[0]} has no socket "
+                            f"file: {subscriber.name} cannot connect for {', '.join(shared)}",
+                            (subscriber.name, node.name))
+                )
+            continue
+        if not any(url.startswith("tcp://") for url in node.data_urls):
             findings.append(
                 Finding("error", f"{subscriber.name} on host {subscriber.host} cannot reach "
                         f"{node.name} on host {node.host} for {', '.join(shared)}: the "

@@ -231,7 +231,14 @@ class Subscription(Generic[M]):
                 continue
             wanted.add(peer.uid)
             if self._connected.get(peer.uid) != url:
-                self.connect(url, peer.uid)
+                try:
+                    self.connect(url, peer.uid)
+                except zmq.ZMQError as exc:  # a malformed endpoint must not stop the node
+                    node._count(
+                        "unreachable",
+                        f"cannot connect to publisher {peer.node} on {self.topic} at {url} "
+                        f"({exc})",
+                    )
         if complete:
             for uid in set(self._connected) - wanted:
                 try:
@@ -307,6 +314,8 @@ class Subscription(Generic[M]):
                 msg = self._codec.decode(frames[2], frames[3:])
             except DecodeError as exc:
                 return self._reject(str(exc))
+            except Exception as exc:  # a decode hook choking on garbage (array fields)
+                return self._reject(f"{self._type_name}: {type(exc).__name__}: {exc}")
         self.latency_s = (time.time_ns() - header.publish_wall_ns) * 1e-9
         self.last_header = header
         node._run_callback(self.callback, msg, self.topic)
@@ -327,7 +336,9 @@ class Subscription(Generic[M]):
             messages=self.stats.messages,
             bytes=self.stats.bytes,
             rate_hz=self.stats.rate_hz,
-            gaps=self.gaps,
+            # Garbage sequence numbers can push this past what MessagePack encodes, and
+            # a failing announce would stop the node's loop.
+            gaps=min(self.gaps, 2**63 - 1),
             stale=self.stale,
             conflated=self.conflated,
             rejected=self.rejected,

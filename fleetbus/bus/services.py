@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fleetbus.messages.base import Message
-from fleetbus.messages.codec import Codec, DecodeError
+from fleetbus.messages.codec import Codec
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
@@ -83,14 +83,14 @@ class Service(Generic[Req, Resp]):
             ).encode()
         try:
             request = self.request.decode(payload)
-        except DecodeError as exc:
+        except Exception as exc:  # DecodeError, or a decode hook choking on garbage
             self.errors += 1
             return ERROR, f"service {self.name}: undecodable request: {exc}".encode()
         try:
             response = self.invoke(request)
+            body, _ = self.response.encode(response)  # e.g. an int too big for MessagePack
         except Exception as exc:
             return ERROR, f"service {self.name} failed: {type(exc).__name__}: {exc}".encode()
-        body, _ = self.response.encode(response)
         return OK, body
 
 

@@ -1,0 +1,1 @@
+"""Integration tests: real processes, real sockets (`python -m tests.procs ...`)."""
