@@ -3,12 +3,13 @@ typed parameters (defaults, overrides, setting and listing them over the bus).""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fleetbus import ParamError, ServiceFailed, ServiceNotFound, ServiceTimeout
 from fleetbus.bus.params import ParamList, ParamListRequest, ParamSetRequest, ParamSetResult
 from tests.helpers import FnNode, graph_nodes, run_on, wait_until
-from tests.procs import AddRequest, Number, Text
+from tests.procs import AddRequest, Blob, Number, Text
 
 
 @pytest.fixture
@@ -48,13 +49,33 @@ def test_call_with_wrong_request_type_fails(bus, server):
         _call(client, "/server/add", Number(v=1))
 
 
-def test_missing_service_raises_not_found(bus):
+def test_missing_service_raises_not_found_when_the_timeout_ends(bus):
     client = bus.node("client")
-    # A 30 s timeout inside a 10 s wait: not-found must come from the registry's answer,
-    # not from waiting out the timeout.
     with pytest.raises(ServiceNotFound, match="/nope"):
-        _call(client, "/nope", Number(), timeout=30)
+        _call(client, "/nope", Number(), timeout=0.3)
     assert client.counters["service_error"] == 1
+
+
+def test_call_waits_for_a_service_registered_after_the_call_began(bus):
+    client = bus.node("client")
+    result = []
+    # The call starts first; the server appears while it is waiting for the service.
+    client.call_soon_threadsafe(lambda: result.append(client.call("/late/echo", Number(v=2),
+                                                                  timeout=10)))
+    bus.node("late", _echo_service)
+    wait_until(lambda: result, what="the call to a late service to return")
+    assert result == [Number(v=20.0)]
+
+
+def test_service_carries_numpy_arrays_both_ways(bus):
+    def serve(node):
+        node.service("~/twice", Blob, Blob, lambda r: Blob(array=r.array * 2))
+
+    bus.node("arrays", serve)
+    client = bus.node("client")
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    response = _call(client, "/arrays/twice", Blob(array=data))
+    np.testing.assert_array_equal(response.array, data * 2)
 
 
 def test_slow_handler_times_out_and_later_calls_still_work(bus, server):

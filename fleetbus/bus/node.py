@@ -56,6 +56,7 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 T = TypeVar("T")
 
+SERVICE_LOOKUP_RETRY_S = 0.05  # while a called service is not registered yet
 ANNOUNCE_RETRY_S = 0.005  # while no registry has answered yet
 LOG_REPEAT_S = 5.0  # a repeated problem is logged at most this often (it is always counted)
 _uids = itertools.count(1)
@@ -214,8 +215,10 @@ class Node:
         response_type: type[Resp] | None = None,
     ) -> Any:
         """Call a service and return its response; raises ServiceNotFound,
-        ServiceTimeout or ServiceFailed. While waiting, this node keeps answering its
-        own service requests, so two nodes calling each other cannot deadlock."""
+        ServiceTimeout or ServiceFailed. A service that is not registered yet is waited
+        for until the timeout (nodes start in any order). While waiting for the answer,
+        this node keeps serving its own requests, so two nodes calling each other cannot
+        deadlock."""
         if not timeout > 0:
             raise ValueError("a service call needs a positive timeout")
         name = self.resolve(name)
@@ -223,7 +226,7 @@ class Node:
         if own is not None:
             return own.invoke(request)
         deadline = time.monotonic() + timeout
-        target = self._resolve_service(name, timeout)
+        target = self._resolve_service(name, deadline)
         codec = Codec(type(request))
         if codec.schema_hash != target.request_hash:
             self._count("service_error", f"call {name}: wrong request type")
@@ -236,19 +239,21 @@ class Node:
         except KeyError:
             response_codec = None  # unknown type here: return plain data
         call_id = next(self._call_ids).to_bytes(8, "big")
-        payload, _ = codec.encode(request)
+        payload, buffers = codec.encode(request)
         client = self._client(target.url)
-        client.send_multipart([call_id, name.encode(), hash_bytes(codec.schema_hash), payload])
+        client.send_multipart(
+            [call_id, name.encode(), hash_bytes(codec.schema_hash), payload, *buffers]
+        )
         while (remaining := deadline - time.monotonic()) > 0:
             ready = dict(self._call_poller(client).poll(max(1, math.ceil(remaining * 1000))))
             if self._router is not None and self._router in ready:
                 self._serve_requests()
             if client in ready:
                 reply = client.recv_multipart()
-                if len(reply) != 3 or reply[0] != call_id:
+                if len(reply) < 3 or reply[0] != call_id:
                     continue  # a late answer to an earlier call that timed out
                 if reply[1] == OK:
-                    return decode_response(response_codec, reply[2])
+                    return decode_response(response_codec, reply[2], reply[3:])
                 self._count("service_error", f"call {name}: {reply[2].decode(errors='replace')}")
                 raise ServiceFailed(reply[2].decode(errors="replace"))
         self._targets.pop(name, None)  # resolve again next time: the server may have moved
@@ -543,19 +548,19 @@ class Node:
                 frames = self._router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 5:
+            if len(frames) < 5:
                 self._count("service_error", f"malformed service request ({len(frames)} parts)")
                 continue
-            route, call_id, name, request_hash, payload = frames
+            route, call_id, name, request_hash, payload, *buffers = frames
             svc = self._services.get(name.decode(errors="replace"))
             if svc is None:
-                status, body = ERROR, f"{self.name} serves no {name.decode(errors='replace')}"
-                body = body.encode()
+                text = f"{self.name} serves no {name.decode(errors='replace')}"
+                status, body = ERROR, [text.encode()]
             else:
-                status, body = svc.handle(request_hash, payload)
+                status, body = svc.handle(request_hash, payload, buffers)
             if status == ERROR:
-                self._count("service_error", body.decode(errors="replace"))
-            self._router.send_multipart([route, call_id, status, body])
+                self._count("service_error", body[0].decode(errors="replace"))
+            self._router.send_multipart([route, call_id, status, *body])
 
     def _on_clock(self, msg: Any) -> None:
         assert isinstance(self.clock, SimClock)
@@ -632,37 +637,46 @@ class Node:
             counters=dict(self.counters),
         )
 
-    def _resolve_service(self, name: str, timeout: float) -> ServiceTarget:
+    def _resolve_service(self, name: str, deadline: float) -> ServiceTarget:
+        """Where `name` is served, from the cache or the registry, waiting for it to be
+        registered until `deadline`."""
         target = self._targets.get(name)
-        if target is not None:
-            return target
-        graph = fetch_graph(self.config, timeout, self._context)
-        if graph is None:
-            self._count("service_error", f"call {name}: no registry answered")
-            raise ServiceNotFound(f"cannot look up service {name}: no registry answered")
+        while target is None:
+            remaining = deadline - time.monotonic()
+            graph = fetch_graph(self.config, max(remaining, 0.05), self._context)
+            if graph is None:
+                self._count("service_error", f"call {name}: no registry answered")
+                raise ServiceNotFound(f"cannot look up service {name}: no registry answered")
+            target = self._find_service(graph, name)
+            if target is None:
+                if time.monotonic() + SERVICE_LOOKUP_RETRY_S > deadline:
+                    self._count("service_error", f"call {name}: no such service")
+                    raise ServiceNotFound(f"no node serves {name}")
+                time.sleep(SERVICE_LOOKUP_RETRY_S)
+        self._targets[name] = target
+        return target
+
+    def _find_service(self, graph: p.Graph, name: str) -> ServiceTarget | None:
         for node in graph.nodes:
             for svc in node.services:
-                if svc.name == name:
-                    peer = p.PeerPublisher(
-                        uid=node.uid,
-                        node=node.name,
-                        host=node.host,
-                        context=node.context,
-                        urls=node.service_urls,
-                        type_name=svc.request_type,
-                        schema_hash=svc.request_hash,
-                    )
-                    url = self._pick_url(peer)
-                    if url is None:
-                        continue
-                    target = ServiceTarget(
+                if svc.name != name:
+                    continue
+                peer = p.PeerPublisher(
+                    uid=node.uid,
+                    node=node.name,
+                    host=node.host,
+                    context=node.context,
+                    urls=node.service_urls,
+                    type_name=svc.request_type,
+                    schema_hash=svc.request_hash,
+                )
+                url = self._pick_url(peer)
+                if url is not None:
+                    return ServiceTarget(
                         name, node.name, url, svc.request_type, svc.request_hash,
                         svc.response_type,
                     )
-                    self._targets[name] = target
-                    return target
-        self._count("service_error", f"call {name}: no such service")
-        raise ServiceNotFound(f"no node serves {name}")
+        return None
 
     # -- parameters over the bus ---------------------------------------------------------------
 

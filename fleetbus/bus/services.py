@@ -1,8 +1,9 @@
 """Request/response services between nodes.
 
 Wire format over DEALER (client) → ROUTER (the serving node's service socket):
-request ``[call_id, service name, request schema hash, payload]``, reply
-``[call_id, b"ok" | b"error", payload or UTF-8 error text]``. Every call has a timeout.
+request ``[call_id, service name, request schema hash, payload, *buffers]``, reply
+``[call_id, b"ok" | b"error", payload or UTF-8 error text, *buffers]`` — buffers are the
+numpy array fields, as on topics. Every call has a timeout.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fleetbus.messages.base import Message
-from fleetbus.messages.codec import Codec
+from fleetbus.messages.codec import Codec, DecodeError, to_builtins
 
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
@@ -73,25 +74,27 @@ class Service(Generic[Req, Resp]):
             self.errors += 1
             raise
 
-    def handle(self, request_hash: bytes, payload: bytes) -> tuple[bytes, bytes]:
-        """Answer one request from the wire: (status, body)."""
+    def handle(
+        self, request_hash: bytes, payload: bytes, buffers: list[Any]
+    ) -> tuple[bytes, list[Any]]:
+        """Answer one request from the wire: (status, [body, *buffers])."""
         if request_hash != hash_bytes(self.request.schema_hash):
             self.errors += 1
-            return ERROR, (
+            return ERROR, [(
                 f"service {self.name} takes {self.request.type_name}"
                 f"#{self.request.schema_hash:016x}; the request has another type"
-            ).encode()
+            ).encode()]
         try:
-            request = self.request.decode(payload)
-        except Exception as exc:  # DecodeError, or a decode hook choking on garbage
+            request = self.request.decode(payload, buffers)
+        except DecodeError as exc:
             self.errors += 1
-            return ERROR, f"service {self.name}: undecodable request: {exc}".encode()
+            return ERROR, [f"service {self.name}: undecodable request: {exc}".encode()]
         try:
             response = self.invoke(request)
-            body, _ = self.response.encode(response)  # e.g. an int too big for MessagePack
+            body, out = self.response.encode(response)  # e.g. an int too big for MessagePack
         except Exception as exc:
-            return ERROR, f"service {self.name} failed: {type(exc).__name__}: {exc}".encode()
-        return OK, body
+            return ERROR, [f"service {self.name} failed: {type(exc).__name__}: {exc}".encode()]
+        return OK, [body, *out]
 
 
 @dataclass
@@ -106,9 +109,6 @@ class ServiceTarget:
     response_type: str
 
 
-def decode_response(codec: Codec | None, body: bytes) -> Any:
-    if codec is None:
-        from fleetbus.messages.codec import to_builtins
-
-        return to_builtins(body)
-    return codec.decode(body)
+def decode_response(codec: Codec | None, body: bytes, buffers: list[Any]) -> Any:
+    """The response as its class, or as plain data when the class is unknown here."""
+    return to_builtins(body, buffers) if codec is None else codec.decode(body, buffers)

@@ -55,7 +55,7 @@ class Codec(Generic[M]):
         self._in = buffers
         try:
             return self._decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.MsgspecError, ValueError, TypeError) as exc:  # DecodeError included
             raise DecodeError(f"{self.type_name}: {exc}") from None
         finally:
             self._in = ()
@@ -91,7 +91,8 @@ def array_from_ref(ref: bytes | memoryview, buffers: Sequence[Any]) -> np.ndarra
 def _accept_array(kind: type, obj: Any) -> Any:
     if kind is np.ndarray and isinstance(obj, np.ndarray):
         return obj
-    raise NotImplementedError(f"expected {kind.__name__}, got {type(obj).__name__}")
+    # TypeError: msgspec turns it into a ValidationError naming the field.
+    raise TypeError(f"expected {kind.__name__}, got {type(obj).__name__}")
 
 
 def to_builtins(payload: bytes | memoryview, buffers: Sequence[Any] = ()) -> Any:
