@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import msgspec
@@ -125,20 +124,6 @@ def _with_node(config: BusConfig, node: Node, body: Callable[[], int]) -> int:
     _graph(config)  # fail fast and clearly when there is no bus
     with start(node):
         return body()
-
-
-def _on_node(node: Node, fn: Callable[[], Any], timeout: float) -> Any:
-    """Run `fn` on the node's thread and return its result (sockets are single-thread)."""
-    future: Future = Future()
-
-    def task() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as exc:
-            future.set_exception(exc)
-
-    node.call_soon_threadsafe(task)
-    return future.result(timeout + 1.0)
 
 
 def _until_interrupted(done: threading.Event, timeout: float | None) -> None:
@@ -319,7 +304,7 @@ def cmd_topic_pub(args: argparse.Namespace, config: BusConfig) -> int:
         sent = 0
         period = 1.0 / args.rate if args.rate else 0.0
         while not args.count or sent < args.count:
-            _on_node(node, lambda: pub.publish(msg), 1.0)
+            node.call_soon_threadsafe(lambda: pub.publish(msg)).result(2.0)
             sent += 1
             if args.count and sent >= args.count:
                 break
@@ -386,8 +371,9 @@ def _call(config: BusConfig, name: str, request: Message, timeout: float,
 
     def body() -> Any:
         try:
-            return _on_node(node, lambda: node.call(name, request, timeout, response_type),
-                            timeout)
+            return node.call_soon_threadsafe(
+                lambda: node.call(name, request, timeout, response_type)
+            ).result(timeout + 1.0)
         except ServiceError as exc:
             raise CliError(str(exc)) from None
 

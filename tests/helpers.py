@@ -4,7 +4,6 @@ conditions, with a generous timeout that only matters when something is broken).
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,23 +38,7 @@ def wait_until(
 def run_on(node: fleetbus.Node, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
     """Run `fn()` on the node's own thread and return its result (or raise what it
     raised). Nodes are single-threaded: publishing and calling must happen there."""
-    done = threading.Event()
-    box: dict[str, Any] = {}
-
-    def task() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    node.call_soon_threadsafe(task)
-    if not done.wait(timeout):
-        raise AssertionError(f"{node.name} did not run a task within {timeout} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    return node.call_soon_threadsafe(fn).result(timeout)
 
 
 def barrier(node: fleetbus.Node) -> None:

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import msgspec
@@ -311,10 +312,20 @@ class Node:
             full = f"{self.namespace}/{name}"
         return self._remap.get(full, full)
 
-    def call_soon_threadsafe(self, fn: Callable[[], Any]) -> None:
-        """Run `fn()` on this node's thread (the only way other threads may touch it)."""
-        self._pending.append(fn)
+    def call_soon_threadsafe(self, fn: Callable[[], T]) -> Future[T]:
+        """Run `fn()` on this node's thread (the only way other threads may touch it);
+        the returned future holds its result or exception."""
+        future: Future[T] = Future()
+
+        def task() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._pending.append(task)
         self._wake()
+        return future
 
     def stop(self) -> None:
         """Ask the node to stop (thread-safe); `stopped` is set when it has."""
