@@ -266,17 +266,24 @@ class Subscription(Generic[M]):
             self._deliver(frames)
 
     def _skip(self, frames: list[Any]) -> None:
-        """A message replaced by a newer one (conflation) was not lost: advance its
-        publisher's sequence number, or the next delivery would count it as a gap."""
+        """A message replaced by a newer one (conflation) was not lost: account for its
+        sequence number, or the next delivery would count it as a gap."""
         try:
-            header = HEADER_DECODER.decode(frames[1])
+            self._in_sequence(HEADER_DECODER.decode(frames[1]))
         except (IndexError, msgspec.MsgspecError):
-            return
+            pass  # garbage: _deliver would have rejected it too
+
+    def _in_sequence(self, header: FrameHeader) -> bool:
+        """Count lost messages from the publisher's sequence numbers; False for a
+        duplicate (a latched value re-sent to a late joiner reaches everyone)."""
         last = self._last_seq.get(header.publisher)
-        if last is None or header.seq > last:
-            if last is not None:
-                self.gaps += header.seq - last - 1
-            self._last_seq[header.publisher] = header.seq
+        if last is not None:
+            if header.seq <= last:
+                self.duplicates += 1
+                return False
+            self.gaps += header.seq - last - 1
+        self._last_seq[header.publisher] = header.seq
+        return True
 
     def _deliver(self, frames: list[Any]) -> None:
         node = self._node
@@ -296,15 +303,10 @@ class Subscription(Generic[M]):
                 f"frame of type {header.type_name}#{header.schema_hash:016x} from "
                 f"{header.publisher}, expected {self._type_name}"
             )
-        last = self._last_seq.get(header.publisher)
-        if last is not None:
-            if header.seq <= last:
-                self.duplicates += 1  # a latched value re-sent for a late joiner
-                return None
-            self.gaps += header.seq - last - 1
-        self._last_seq[header.publisher] = header.seq
-        age_ns = node.clock.now_ns() - header.source_stamp_ns
-        if self._max_age_ns is not None and age_ns > self._max_age_ns:
+        if not self._in_sequence(header):
+            return None
+        max_age = self._max_age_ns
+        if max_age is not None and node.clock.now_ns() - header.source_stamp_ns > max_age:
             self.stale += 1
             return None
         if self._codec is None:
