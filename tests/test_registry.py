@@ -4,9 +4,11 @@ type mismatches reported to both sides and by the doctor."""
 from __future__ import annotations
 
 import signal
+import time
 
 from fleetbus.bus.config import BusConfig
 from fleetbus.bus.doctor import diagnose
+from fleetbus.bus.protocol import EXPIRY_S
 from fleetbus.bus.registry_client import fetch_graph
 from tests.helpers import barrier, graph_nodes, read_jsonl, wait_until
 from tests.procs import Number, Text
@@ -68,7 +70,9 @@ def test_killed_publisher_expires_and_subscriber_disconnects(bus):
     wait_until(lambda: listener.got and listener.sub.publishers == 1, what="a connection")
     child.kill()  # no Bye: only the registry's expiry can tell
     wait_until(lambda: "/talker" not in graph_nodes(bus.config), what="the talker to expire")
-    wait_until(lambda: listener.sub.publishers == 0, what="the listener to drop the link")
+    # Links outlive expiry by VANISHED_LINGER_S (a blocked publisher may come back).
+    wait_until(lambda: listener.sub.publishers == 0, timeout=20,
+               what="the listener to drop the link")
 
 
 def test_two_registries_joined_over_tcp(bare_bus):
@@ -142,3 +146,27 @@ def test_type_mismatch_is_refused_and_reported(bus):
     for word in ("/talker", "/wrong", "test/Text", "test/Number"):
         assert word in finding.text
     assert finding.text in graph.problems
+
+
+def test_a_publisher_blocked_past_expiry_keeps_its_subscribers(bus):
+    """A callback that blocks the loop longer than the registry's expiry silences the
+    heartbeats of a live node; its subscribers must still get what it sends next."""
+    got: list[str] = []
+
+    def talker(node):
+        node.pub = node.publisher("/slow", Text)
+
+    def listener(node):
+        node.sub = node.subscribe("/slow", Text, lambda m: got.append(m.data))
+
+    slow = bus.node("slow", talker)
+    sink = bus.node("sink", listener)
+    wait_until(lambda: sink.sub.publishers == 1, what="the link")
+
+    def block_then_publish():
+        time.sleep(EXPIRY_S + 1.0)  # the registry forgets /slow meanwhile
+        slow.pub.publish(Text(data="still here"))
+
+    slow.call_soon_threadsafe(block_then_publish).result(30)
+    wait_until(lambda: got, what="the message sent after the block")
+    assert got == ["still here"]
