@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", type=Path, help="baseline JSON to compare ratios with")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 140))  # a readable table in CI logs too
     results = codec_results() + bus_results(args.quick)
     show(results, console)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

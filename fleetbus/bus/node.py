@@ -462,15 +462,17 @@ class Node:
             self._data.setsockopt(zmq.SNDHWM, depth)
             self._data_urls = self._bind(self._data, "pub")
 
-    def _pick_url(self, peer: p.PeerPublisher) -> str | None:
-        if peer.context == self.context_id:
+    def _pick_url(self, context: str, host: str, urls: list[str]) -> str | None:
+        """The closest of a peer's endpoints: inproc in this context, ipc on this host,
+        else tcp."""
+        if context == self.context_id:
             order = ("inproc://", "ipc://", "tcp://")
-        elif peer.host == self.config.host:
+        elif host == self.config.host:
             order = ("ipc://", "tcp://")
         else:
             order = ("tcp://",)
         for scheme in order:
-            for url in peer.urls:
+            for url in urls:
                 if url.startswith(scheme):
                     return url
         return None
@@ -672,16 +674,7 @@ class Node:
             for svc in node.services:
                 if svc.name != name:
                     continue
-                peer = p.PeerPublisher(
-                    uid=node.uid,
-                    node=node.name,
-                    host=node.host,
-                    context=node.context,
-                    urls=node.service_urls,
-                    type_name=svc.request_type,
-                    schema_hash=svc.request_hash,
-                )
-                url = self._pick_url(peer)
+                url = self._pick_url(node.context, node.host, node.service_urls)
                 if url is not None:
                     return ServiceTarget(
                         name, node.name, url, svc.request_type, svc.request_hash,

@@ -229,7 +229,7 @@ class Subscription(Generic[M]):
                         level="error",
                     )
                 continue
-            url = node._pick_url(peer)
+            url = node._pick_url(peer.context, peer.host, peer.urls)
             if url is None:
                 node._count(
                     "unreachable",
