@@ -59,6 +59,7 @@ class Registry:
         self._records: dict[str, _Record] = {}
         self._signatures: dict[str, frozenset] = {}
         self._told_problems: set[str] = set()
+        self.rejected = 0  # malformed requests dropped
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock_file = self._acquire_lock()
@@ -142,15 +143,15 @@ class Registry:
             route = frames[0] if sock is self._router else None
             try:
                 request = p.REQUEST_DECODER.decode(frames[-1])
-            except msgspec.DecodeError:
-                try:
-                    request = p.REPLY_DECODER.decode(frames[-1])
-                except msgspec.DecodeError as exc:
-                    log.warning("registry: dropped a malformed request (%s)", exc)
-                    continue
-            self._handle(sock, route, request)
+            except msgspec.DecodeError as exc:
+                self.rejected += 1
+                if self.rejected == 1 or self.rejected % 1000 == 0:  # bounded log, full count
+                    log.warning("registry: dropped malformed request number %d (%s)",
+                                self.rejected, exc)
+                continue
+            self._handle(route, request)
 
-    def _handle(self, sock: zmq.Socket, route: bytes | None, request: object) -> None:
+    def _handle(self, route: bytes | None, request: object) -> None:
         if isinstance(request, p.Announce):
             self._announce(route, request.node)
         elif isinstance(request, p.Bye):
