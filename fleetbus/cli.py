@@ -174,6 +174,38 @@ def cmd_run(args: argparse.Namespace, config: BusConfig) -> int:
     return 0
 
 
+# -- launch ------------------------------------------------------------------------------------
+
+
+def cmd_launch(args: argparse.Namespace, config: BusConfig) -> int:
+    from fleetbus.launch.check import check
+    from fleetbus.launch.graph import Graph, schema
+    from fleetbus.launch.loader import GraphError
+    from fleetbus.launch.supervisor import Supervisor
+
+    if args.schema:
+        print(json.dumps(schema(), indent=2))
+        return 0
+    if not args.file:
+        raise CliError("launch needs a graph file (or --schema)")
+    try:
+        graph = Graph.load(args.file, sets=args.set)
+        problems = check(graph, args.file) if args.check else []
+    except GraphError as exc:
+        problems = exc.problems
+    if problems:
+        for problem in problems:
+            console.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
+        return 2
+    if args.check:
+        console.print(f"[green]ok[/]: {len(graph.nodes)} node(s) in {graph.name}")
+        return 0
+    supervisor = Supervisor(graph, BusConfig.from_env(), log_format=args.log_format)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: supervisor.stop())
+    return supervisor.run(args.duration)
+
+
 # -- topic ---------------------------------------------------------------------------------------
 
 
@@ -468,6 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="join another host's registry (repeatable)")
     up.set_defaults(func=cmd_up)
 
+    c = sub.add_parser("launch", help="run a node graph from a YAML file")
+    c.add_argument("file", nargs="?")
+    c.add_argument("--duration", type=float, help="stop after S seconds")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an argument (name=value) or a parameter (node.param=value)")
+    c.add_argument("--log-format", choices=("text", "json"), default="text")
+    c.add_argument("--check", action="store_true", help="validate without running")
+    c.add_argument("--schema", action="store_true", help="print the graph file JSON Schema")
+    c.set_defaults(func=cmd_launch)
+
     c = sub.add_parser("run", help="run a node class as this process")
     c.add_argument("node_class", help="package.module:Class")
     c.add_argument("--name", help="node name (default: the class name in lower case)")
@@ -548,9 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A node run as this process logs like any node; the tools' own nodes must not chatter.
-    configure_logging(logging.INFO if args.command == "run" else logging.WARNING)
+    configure_logging(logging.INFO if args.command in ("run", "launch") else logging.WARNING)
     # Tools never embed a registry (it would vanish with them); `run` may, like any program.
-    config = BusConfig.from_env(auto_registry=args.command == "run")
+    config = BusConfig.from_env(auto_registry=args.command in ("run", "launch"))
     try:
         return args.func(args, config)
     except CliError as exc:

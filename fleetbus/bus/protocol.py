@@ -150,6 +150,7 @@ class Graph(msgspec.Struct, tag="graph"):
     started_ns: int
     nodes: list[NodeInfo]
     problems: list[str]
+    silent_s: dict[str, float] = {}  # node uid -> seconds since its last announce
 
 
 Reply = AnnounceAck | TopicPeers | Notice | Graph | PeerSync

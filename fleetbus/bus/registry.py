@@ -212,11 +212,13 @@ class Registry:
 
     def graph(self) -> p.Graph:
         nodes = [rec.info for rec in self._records.values()]
+        now = time.monotonic()
         return p.Graph(
             registry=self.id,
             started_ns=self.started_ns,
             nodes=nodes,
             problems=[finding.text for finding in type_mismatches(nodes)],
+            silent_s={uid: now - rec.seen for uid, rec in self._records.items()},
         )
 
     def _peers_of(self, topic: str) -> list[p.PeerPublisher]:

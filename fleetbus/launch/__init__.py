@@ -1,0 +1,1 @@
+"""Node graphs: YAML graph files, validation, launching and supervision."""

@@ -1,0 +1,127 @@
+"""A node graph: what to run, how, and how to keep it running.
+
+The same `Graph` comes from a YAML file (`Graph.load`) or from Python:
+
+    graph = fleetbus.Graph("demo")
+    graph.add("talker", "fleetbus.nodes.demo:Talker", params={"rate_hz": 50})
+    graph.add("echo", "fleetbus.nodes.demo:Echo", depends_on=["talker"])
+
+The file format's JSON Schema (`fleetbus launch --schema`) is generated from the Structs
+below, so the schema an editor checks against and the validation `launch` runs are one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Restart = Literal["never", "on-failure", "always"]
+VehicleType = Literal["quadrotor", "vessel", "car"]
+
+
+class NodeSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One node of the graph: a Python node class or an executable command."""
+
+    name: str
+    node_class: str | None = msgspec.field(default=None, name="class")
+    """`package.module:Class`, a fleetbus Node subclass."""
+    cmd: list[str] | None = None
+    """An executable and its arguments, for nodes that are not Python classes."""
+    namespace: str = ""
+    params: dict[str, Any] = {}
+    remap: dict[str, str] = {}
+    env: dict[str, str] = {}
+    restart: Restart = "on-failure"
+    max_restarts: int = 5
+    """Restarts allowed within `restart_window_s` before the node is given up."""
+    restart_window_s: float = 60.0
+    health_timeout: float | None = None
+    """Seconds without a registry heartbeat after which the node is restarted."""
+    depends_on: list[str] = []
+    """Nodes (names as written here) whose setup() must have finished first."""
+    process: str | None = None
+    """Nodes with the same group name share one process (and talk over inproc)."""
+    required: bool = True
+    """A required node that fails for good makes `launch` exit non-zero."""
+    stop_timeout_s: float = 5.0
+    """Grace after SIGINT, and again after SIGTERM, before SIGKILL."""
+
+    @property
+    def full_name(self) -> str:
+        """The node's bus name, e.g. /drone1/fusion."""
+        if self.name.startswith("/"):
+            return self.name
+        namespace = self.namespace.strip("/")
+        return f"/{namespace}/{self.name}" if namespace else f"/{self.name}"
+
+
+class Vehicle(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    type: VehicleType
+    start: dict[str, float] = {}
+    """Start pose: x, y, z (m, ENU) and yaw (rad)."""
+    params: dict[str, dict[str, Any]] = {}
+    """Per-node parameter overlays: {node name: {param: value}}."""
+
+
+class Include(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    file: str
+    """Path relative to the including file."""
+    args: dict[str, Any] = {}
+    namespace: str = ""
+    """Prefix for the included nodes' namespaces."""
+
+
+class GraphFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The YAML graph file."""
+
+    name: str = ""
+    args: dict[str, Any] = {}
+    """Defaults for `${name}` substitutions; overridden by include args and --set."""
+    env: dict[str, str] = {}
+    """Environment for every node."""
+    include: list[Include] = []
+    nodes: list[NodeSpec] = []
+    vehicles: list[Vehicle] = []
+    vehicle_nodes: list[NodeSpec] = []
+    """Template: these nodes run once per vehicle, in the namespace /<vehicle id>, with
+    the parameters `vehicle_id`, `vehicle_type` and `start` added."""
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of graph files."""
+    return msgspec.json.schema(GraphFile)
+
+
+class Graph:
+    """A resolved node graph, from a file or built in Python."""
+
+    def __init__(self, name: str = "graph", env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.env = dict(env or {})
+        self.nodes: list[NodeSpec] = []
+        self.origins: list[tuple[str, int, int]] = []
+        """Where each node was written (file, line, column), parallel to `nodes`."""
+
+    def add(self, name: str, node_class: str | None = None, **options: Any) -> NodeSpec:
+        """Add a node; `options` are NodeSpec fields (cmd, namespace, params, ...)."""
+        spec = msgspec.convert({"name": name, "class": node_class, **options}, NodeSpec)
+        self.nodes.append(spec)
+        self.origins.append(("<python>", 0, 0))
+        return spec
+
+    @classmethod
+    def load(
+        cls, path: str, args: dict[str, Any] | None = None, sets: list[str] | None = None
+    ) -> Graph:
+        """Load and expand a YAML graph file (see fleetbus.launch.loader)."""
+        from fleetbus.launch.loader import load_graph
+
+        return load_graph(path, args or {}, sets or [])
+
+    def node(self, name: str) -> NodeSpec:
+        for spec in self.nodes:
+            if name in (spec.name, spec.full_name):
+                return spec
+        raise KeyError(f"graph {self.name!r} has no node {name!r}")

@@ -1,0 +1,288 @@
+"""Load a YAML graph file into a `Graph`: validation with file, line and column;
+`${arg}` substitution; `include:`; `vehicles:` templating; `--set` overrides."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from fleetbus.launch.graph import Graph, GraphFile, NodeSpec
+
+_ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int  # 1-based; 0 when unknown
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+class GraphError(ValueError):
+    """A graph file that cannot be launched; `problems` says where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class _Source:
+    """A parsed YAML file that can point at the line of any value in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise GraphError([Problem(str(path), 0, 0, f"cannot read: {exc.strerror}")]) from None
+        try:
+            self.tree = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            raise GraphError([Problem(str(path), line, col, f"invalid YAML: {exc.problem}")]
+                             ) from None
+        if self.data is None:
+            self.data = {}
+        if not isinstance(self.data, dict):
+            raise GraphError([self.problem([], "a graph file must be a mapping at the top")])
+
+    def where(self, path: list[str | int]) -> tuple[str, int, int]:
+        problem = self.problem(path, "")
+        return problem.file, problem.line, problem.column
+
+    def problem(self, path: list[str | int], message: str) -> Problem:
+        node = self.tree
+        for key in path:
+            child = None
+            if isinstance(node, yaml.MappingNode):
+                child = next((v for k, v in node.value if k.value == key), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+                child = node.value[key] if key < len(node.value) else None
+            if child is None:
+                break
+            node = child
+        if node is None:
+            return Problem(str(self.path), 0, 0, message)
+        return Problem(str(self.path), node.start_mark.line + 1, node.start_mark.column + 1,
+                       message)
+
+
+def _error_path(exc: msgspec.ValidationError) -> list[str | int]:
+    """`$.nodes[0].restart` at the end of a msgspec message → ["nodes", 0, "restart"]."""
+    text = str(exc)
+    if " - at `$" not in text:
+        return []
+    path = text.rsplit(" - at `$", 1)[1].rstrip("`")
+    return [name if name else int(index) for name, index in _PATH_PART.findall(path)]
+
+
+def _substitute(value: Any, args: dict[str, Any], path: list[str | int],
+                missing: list[tuple[list[str | int], str]]) -> Any:
+    """Replace `${name}` in strings; a string that is only `${name}` takes the arg's own
+    type, so numbers stay numbers."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, args, [*path, k], missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, args, [*path, i], missing) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    whole = _ARG.fullmatch(value)
+    if whole:
+        name = whole.group(1)
+        if name not in args:
+            missing.append((path, name))
+            return value
+        return args[name]
+
+    def replace(match: re.Match) -> str:
+        if match.group(1) not in args:
+            missing.append((path, match.group(1)))
+            return match.group(0)
+        return str(args[match.group(1)])
+
+    return _ARG.sub(replace, value)
+
+
+def _parse_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`--set name=value` → args; `--set node.param=value` → parameter overrides."""
+    args: dict[str, Any] = {}
+    params: dict[str, dict[str, Any]] = {}
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise GraphError([Problem("--set", 0, 0, f"expected key=value, got {item!r}")])
+        value = yaml.safe_load(text) if text else ""
+        node, dot, param = key.rpartition(".")
+        if dot:
+            params.setdefault(node, {})[param] = value
+        else:
+            args[key] = value
+    return args, params
+
+
+def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, ...],
+            graph: Graph) -> None:
+    """Add the nodes of one file (and its includes) to `graph`."""
+    source = _Source(path)
+    if path in seen:
+        raise GraphError([Problem(str(path), 0, 0, "includes itself: "
+                                  + " -> ".join(str(p) for p in (*seen, path)))])
+    raw_args = source.data.get("args") or {}
+    merged = {**raw_args, **args} if isinstance(raw_args, dict) else args
+    missing: list[tuple[list[str | int], str]] = []
+    data = _substitute({k: v for k, v in source.data.items() if k != "vehicle_nodes"},
+                       merged, [], missing)
+    template = source.data.get("vehicle_nodes", [])
+    if missing:
+        raise GraphError([source.problem(p, f"unknown argument ${{{name}}} (declare it under "
+                                            "args: or pass --set)") for p, name in missing])
+    try:
+        spec = msgspec.convert({**data, "vehicle_nodes": []}, GraphFile)
+    except msgspec.ValidationError as exc:
+        raise GraphError([source.problem(_error_path(exc), str(exc).split(" - at ")[0])]
+                         ) from None
+    graph.name = graph.name or spec.name
+    graph.env = {**spec.env, **graph.env}
+    for include in spec.include:
+        _expand((path.parent / include.file).resolve(), include.args,
+                _join(namespace, include.namespace), (*seen, path), graph)
+    for index, node in enumerate(spec.nodes):
+        _add(graph, _place(node, namespace), source.where(["nodes", index]))
+    for v_index, vehicle in enumerate(spec.vehicles):
+        vehicle_args = {**merged, "vehicle_id": vehicle.id, "vehicle_type": vehicle.type,
+                        **{f"start_{k}": val for k, val in vehicle.start.items()}}
+        missing = []
+        nodes = _substitute(template, vehicle_args, ["vehicle_nodes"], missing)
+        if missing:
+            raise GraphError([source.problem(p, f"unknown argument ${{{name}}}")
+                              for p, name in missing])
+        for t_index, raw in enumerate(nodes):
+            try:
+                node = msgspec.convert(raw, NodeSpec)
+            except msgspec.ValidationError as exc:
+                where = ["vehicle_nodes", t_index, *_error_path(exc)]
+                raise GraphError([source.problem(where, str(exc).split(" - at ")[0])]) from None
+            overlay = vehicle.params.get(node.name, {})
+            unknown = set(vehicle.params) - {n.get("name") for n in nodes}
+            if unknown:
+                raise GraphError([source.problem(["vehicles", v_index, "params"],
+                                                 f"no template node named {sorted(unknown)}")])
+            node = msgspec.structs.replace(
+                node, namespace=_join(vehicle.id, node.namespace),
+                params={**node.params, **overlay},
+            )
+            _add(graph, _place(node, namespace), source.where(["vehicle_nodes", t_index]))
+
+
+def _add(graph: Graph, node: NodeSpec, where: tuple[str, int, int]) -> None:
+    graph.nodes.append(node)
+    graph.origins.append(where)
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+def _place(node: NodeSpec, namespace: str) -> NodeSpec:
+    """Put a node under an include's namespace, keeping its dependencies' names
+    relative to the same namespace."""
+    if not namespace or node.name.startswith("/"):
+        return node
+    return msgspec.structs.replace(node, namespace=_join(namespace, node.namespace))
+
+
+def at(graph: Graph, index: int, message: str) -> Problem:
+    """A problem located where the graph's `index`-th node was written."""
+    return Problem(*graph.origins[index], message)
+
+
+def _resolve_dependencies(graph: Graph, problems: list[Problem], file: str) -> None:
+    """depends_on names become full names: a sibling in the same namespace first."""
+    by_full = {n.full_name: n for n in graph.nodes}
+    for i, node in enumerate(graph.nodes):
+        resolved = []
+        for dep in node.depends_on:
+            sibling = NodeSpec(name=dep, namespace=node.namespace).full_name
+            if sibling in by_full:
+                resolved.append(sibling)
+            elif dep in by_full:
+                resolved.append(dep)
+            else:
+                problems.append(at(graph, i, f"{node.full_name} depends on {dep}, "
+                                             "which is not in the graph"))
+        graph.nodes[i] = msgspec.structs.replace(node, depends_on=resolved)
+
+
+def validate(graph: Graph, file: str = "<graph>") -> list[Problem]:
+    """Problems visible without running anything: names, commands, dependencies."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, node in enumerate(graph.nodes):
+        if node.full_name in seen:
+            problems.append(at(graph, i, f"two nodes are named {node.full_name}"))
+        seen.add(node.full_name)
+        if (node.node_class is None) == (node.cmd is None):
+            problems.append(at(graph, i, f"{node.full_name}: give exactly one of "
+                                         "`class` (module:Class) and `cmd`"))
+        if node.node_class is not None and ":" not in node.node_class:
+            problems.append(at(graph, i, f"{node.full_name}: class "
+                                         f"{node.node_class!r} must be module:Class"))
+        if node.cmd is not None and node.process is not None:
+            problems.append(at(graph, i, f"{node.full_name}: a command node cannot "
+                                         "share a process group"))
+    _resolve_dependencies(graph, problems, file)
+    problems.extend(Problem(file, 0, 0, text) for text in _cycles(graph))
+    return problems
+
+
+def _cycles(graph: Graph) -> list[str]:
+    deps = {n.full_name: n.depends_on for n in graph.nodes}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    found: list[str] = []
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            found.append("depends_on cycle: " + " -> ".join([*path[path.index(name):], name]))
+            return
+        state[name] = 1
+        for dep in deps.get(name, []):
+            visit(dep, [*path, name])
+        state[name] = 2
+
+    for name in deps:
+        visit(name, [])
+    return found
+
+
+def load_graph(path: str, args: dict[str, Any], sets: list[str]) -> Graph:
+    set_args, set_params = _parse_sets(sets)
+    file = Path(path).resolve()
+    graph = Graph(name="")
+    _expand(file, {**args, **set_args}, "", (), graph)
+    for target, params in set_params.items():
+        matches = [i for i, n in enumerate(graph.nodes) if target in (n.name, n.full_name)]
+        if not matches:
+            raise GraphError([Problem("--set", 0, 0, f"no node named {target}")])
+        for i in matches:
+            node = graph.nodes[i]
+            graph.nodes[i] = msgspec.structs.replace(node, params={**node.params, **params})
+    problems = validate(graph, str(file))
+    if problems:
+        raise GraphError(problems)
+    graph.name = graph.name or file.stem
+    return graph
