@@ -206,6 +206,29 @@ def cmd_launch(args: argparse.Namespace, config: BusConfig) -> int:
     return supervisor.run(args.duration)
 
 
+def cmd_graph(args: argparse.Namespace, config: BusConfig) -> int:
+    from fleetbus.launch.check import describe
+    from fleetbus.launch.graph import Graph
+    from fleetbus.launch.loader import GraphError
+    from fleetbus.launch.render import dot, mermaid
+
+    if args.live:
+        nodes = visible(_graph(config).nodes)
+    elif args.file:
+        try:
+            nodes, problems = describe(Graph.load(args.file, sets=args.set))
+        except GraphError as exc:
+            problems = exc.problems
+        if problems:
+            for problem in problems:
+                console.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
+            return 2
+    else:
+        raise CliError("graph needs a graph file or --live")
+    print(mermaid(nodes) if args.format == "mermaid" else dot(nodes), end="")
+    return 0
+
+
 # -- topic ---------------------------------------------------------------------------------------
 
 
@@ -509,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--check", action="store_true", help="validate without running")
     c.add_argument("--schema", action="store_true", help="print the graph file JSON Schema")
     c.set_defaults(func=cmd_launch)
+
+    c = sub.add_parser("graph", help="draw a graph file (or the running bus) as text")
+    c.add_argument("file", nargs="?")
+    c.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    c.add_argument("--live", action="store_true", help="what is connected on the bus now")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.set_defaults(func=cmd_graph)
 
     c = sub.add_parser("run", help="run a node class as this process")
     c.add_argument("node_class", help="package.module:Class")

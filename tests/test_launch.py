@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import fleetbus
 from fleetbus.launch.graph import Graph, schema
 from fleetbus.launch.loader import GraphError
+from fleetbus.launch.supervisor import Supervisor
 from tests.helpers import graph_nodes, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,3 +233,34 @@ def test_sigint_during_startup_leaves_no_process_behind(bare_bus, tmp_path):
     wait_until(lambda: not workers(), what="every process of the launch gone")
     leftovers = [p.name for p in bare_bus.run_dir.iterdir() if p.name != "registry.lock"]
     assert leftovers == []
+
+
+def test_a_graph_built_in_python_launches(bare_bus):
+    graph = fleetbus.Graph("py")
+    graph.add("ticker", "tests.launch_nodes:Ticker", namespace="boat3")
+    graph.add("second", "tests.launch_nodes:Ticker", depends_on=["ticker"], namespace="boat3")
+    log = io.StringIO()
+    supervisor = Supervisor(graph, log_format="json", out=log)
+    result = []
+    runner = threading.Thread(target=lambda: result.append(supervisor.run()))
+    runner.start()
+    try:
+        wait_until(lambda: {"/boat3/ticker", "/boat3/second"} <= set(graph_nodes(bare_bus.config)),
+                   timeout=30, what="both nodes of the Python-built graph")
+    finally:
+        supervisor.stop()
+        runner.join(60)
+    assert result == [0], log.getvalue()
+    assert graph_nodes(bare_bus.config) == {}  # stopped cleanly: its embedded registry too
+
+
+def test_graph_renders_static_topology_as_mermaid_and_dot():
+    out = subprocess.run([sys.executable, "-m", "fleetbus.cli", "graph", "launch/demo.yaml"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert out.startswith("flowchart LR")
+    assert "n_talker --> t_chatter" in out and "t_chatter --> n_echo" in out
+    assert "fleetbus/Blob" in out
+    dot = subprocess.run([sys.executable, "-m", "fleetbus.cli", "graph", "launch/demo.yaml",
+                          "--format", "dot"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60).stdout
+    assert dot.startswith("digraph fleetbus") and "n_echo -> t_echo;" in dot

@@ -23,7 +23,9 @@ from fleetbus.launch.worker import build
 SETUP_TIMEOUT_S = 30.0
 
 
-def check(graph: Graph, file: str = "<graph>") -> list[Problem]:
+def describe(graph: Graph) -> tuple[list[NodeInfo], list[Problem]]:
+    """Run each Python node's setup() on a private bus and report what it declared (its
+    registration record), plus the problems met doing so."""
     problems: list[Problem] = []
     infos: list[NodeInfo] = []
     run_dir = Path(tempfile.mkdtemp(prefix="fbc-", dir="/tmp"))
@@ -37,8 +39,12 @@ def check(graph: Graph, file: str = "<graph>") -> list[Problem]:
                     infos.append(info)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    problems.extend(_topic_mismatches(infos, file))
-    return problems
+    return infos, problems
+
+
+def check(graph: Graph, file: str = "<graph>") -> list[Problem]:
+    infos, problems = describe(graph)
+    return problems + _topic_mismatches(infos, file)
 
 
 def at_node(graph: Graph, index: int) -> Callable[[str], Problem]:

@@ -120,6 +120,18 @@ class Graph:
 
         return load_graph(path, args or {}, sets or [])
 
+    def launch(self, duration: float | None = None, log_format: str = "text") -> int:
+        """Run the graph like `fleetbus launch` (until `duration`, or until
+        `KeyboardInterrupt` in a notebook); returns the same exit status."""
+        from fleetbus.launch.supervisor import Supervisor
+
+        supervisor = Supervisor(self, log_format=log_format)
+        try:
+            return supervisor.run(duration)
+        except KeyboardInterrupt:
+            supervisor.stop()
+            return 0
+
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:
             if name in (spec.name, spec.full_name):

@@ -11,6 +11,7 @@ is left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from fleetbus.bus.config import BusConfig, remove_ipc_files
 from fleetbus.bus.registry_client import fetch_graph
 from fleetbus.bus.runner import ensure_registry
 from fleetbus.launch.graph import Graph, NodeSpec
+from fleetbus.launch.loader import GraphError, validate
 
 TICK_S = 0.05
 GRAPH_POLL_S = 0.25
@@ -72,6 +74,9 @@ class Supervisor:
         self._stop = threading.Event()
         self._print_lock = threading.Lock()
         self._ready: set[str] = set()  # full names that have registered
+        problems = validate(graph)  # graphs built in Python get the file's checks too
+        if problems:
+            raise GraphError(problems)
         self.procs = self._group(graph)
 
     @staticmethod
@@ -90,7 +95,9 @@ class Supervisor:
     def run(self, duration: float | None = None) -> int:
         """Run until stop(), SIGINT/SIGTERM or `duration`; 0 unless a required node
         failed for good."""
-        registry = ensure_registry(self.config)
+        # Starting the registry is the launcher's job, whatever FLEETBUS_AUTOREGISTRY says
+        # (that setting is about single nodes embedding one).
+        registry = ensure_registry(dataclasses.replace(self.config, auto_registry=True))
         deadline = None if duration is None else time.monotonic() + duration
         next_poll = 0.0
         try:
