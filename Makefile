@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,ops
 	$(PY) -m benchmarks.report
+	$(PY) -m benchmarks.launch_time
 
 bench-check: $(STAMP)
 	$(PY) -m benchmarks.report --quick --check benchmarks/results/baseline.json
