@@ -264,3 +264,47 @@ def test_graph_renders_static_topology_as_mermaid_and_dot():
                           "--format", "dot"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60).stdout
     assert dot.startswith("digraph fleetbus") and "n_echo -> t_echo;" in dot
+
+
+def test_a_process_ignoring_sigint_and_sigterm_is_killed_after_its_grace(bare_bus, tmp_path):
+    path = write(tmp_path, """
+        nodes:
+          - name: stubborn
+            cmd: [sh, -c, "trap '' INT TERM; echo started; while true; do sleep 0.1; done"]
+            stop_timeout_s: 0.5
+        """)
+    proc = launch(str(path), "--duration", "2")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    texts = [e["text"] for e in events(out)]
+    assert "started" in texts  # its output was streamed under its name
+    assert any("sending SIGTERM" in t for t in texts)
+    assert any("sending SIGKILL" in t for t in texts)
+
+
+def test_check_finds_two_publishers_of_one_topic_with_different_types(tmp_path):
+    result = check(write(tmp_path, """
+        nodes:
+          - {name: ticker, class: "tests.launch_nodes:Ticker", namespace: a}
+          - {name: talker, class: "fleetbus.nodes.demo:Talker", remap: {chatter: /a/tick}}
+        """))
+    assert result.returncode == 2
+    assert "/a/tick is published with different types" in result.stdout
+
+
+def test_graph_live_draws_what_is_running(bare_bus, tmp_path):
+    path = write(tmp_path, """
+        nodes:
+          - {name: talker, class: "fleetbus.nodes.demo:Talker", params: {rate_hz: 5.0}}
+          - {name: echo, class: "fleetbus.nodes.demo:Echo"}
+        """)
+    proc = launch(str(path))
+    try:
+        wait_until(lambda: {"/talker", "/echo"} <= set(graph_nodes(bare_bus.config)),
+                   timeout=30, what="the graph up")
+        out = subprocess.run([sys.executable, "-m", "fleetbus.cli", "graph", "--live"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert "n_talker --> t_chatter" in out and "t_chatter --> n_echo" in out
