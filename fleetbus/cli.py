@@ -8,7 +8,6 @@ Human tables by default; `--json` for scripts.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import signal
@@ -40,6 +39,8 @@ from fleetbus.bus.registry import Registry, RegistryRunning
 from fleetbus.bus.registry_client import fetch_graph
 from fleetbus.bus.runner import configure_logging, run, start
 from fleetbus.bus.services import ServiceError
+from fleetbus.launch.graph import NodeSpec
+from fleetbus.launch.worker import build
 from fleetbus.messages.base import Message, lookup_type
 
 console = Console()
@@ -153,20 +154,19 @@ def cmd_up(args: argparse.Namespace, config: BusConfig) -> int:
 
 def cmd_run(args: argparse.Namespace, config: BusConfig) -> int:
     """Run one node class as this process: ``fleetbus run pkg.mod:Class -p gain=2``."""
-    module_name, _, class_name = args.node_class.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CliError(f"cannot import node class {args.node_class!r}: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Node)):
-        raise CliError(f"{args.node_class} is not a fleetbus Node class")
     params = {}
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep:
             raise CliError(f"--param takes key=value, got {item!r}")
         params[key] = yaml.safe_load(value)
-    node = cls(args.name, namespace=args.namespace, params=params, config=config)
+    name = args.name or args.node_class.rpartition(":")[2].lower()
+    spec = NodeSpec(name=name, node_class=args.node_class, namespace=args.namespace,
+                    params=params)
+    try:
+        node = build(spec, config)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     try:
         run(node)
     except NodeSetupError as exc:
@@ -175,6 +175,12 @@ def cmd_run(args: argparse.Namespace, config: BusConfig) -> int:
 
 
 # -- launch ------------------------------------------------------------------------------------
+
+
+def _print_problems(problems: list) -> int:
+    for problem in problems:
+        console.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
+    return 2
 
 
 def cmd_launch(args: argparse.Namespace, config: BusConfig) -> int:
@@ -194,9 +200,7 @@ def cmd_launch(args: argparse.Namespace, config: BusConfig) -> int:
     except GraphError as exc:
         problems = exc.problems
     if problems:
-        for problem in problems:
-            console.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
-        return 2
+        return _print_problems(problems)
     if args.check:
         console.print(f"[green]ok[/]: {len(graph.nodes)} node(s) in {graph.name}")
         return 0
@@ -220,9 +224,7 @@ def cmd_graph(args: argparse.Namespace, config: BusConfig) -> int:
         except GraphError as exc:
             problems = exc.problems
         if problems:
-            for problem in problems:
-                console.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
-            return 2
+            return _print_problems(problems)
     else:
         raise CliError("graph needs a graph file or --live")
     print(mermaid(nodes) if args.format == "mermaid" else dot(nodes), end="")
