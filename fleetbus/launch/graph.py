@@ -37,7 +37,8 @@ class NodeSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Restarts allowed within `restart_window_s` before the node is given up."""
     restart_window_s: float = 60.0
     health_timeout: float | None = None
-    """Seconds without a registry heartbeat after which the node is restarted."""
+    """Seconds without a registry heartbeat, once the node has registered, after which
+    its process is restarted."""
     depends_on: list[str] = []
     """Nodes (names as written here) whose setup() must have finished first."""
     process: str | None = None

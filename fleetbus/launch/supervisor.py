@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -221,13 +222,9 @@ class Supervisor:
         timeout = proc.policy.health_timeout
         if timeout is None:
             return False
-        for node in proc.nodes:
-            last = proc.seen_at.get(node.full_name)
-            if last is None:  # never registered: count from the start
-                last = proc.started
-            if now - last > timeout:
-                return True
-        return False
+        # Only nodes that have registered are judged: a slow setup() (a solver being
+        # built) is not a dead node, and a command need not speak to the registry.
+        return any(now - last > timeout for last in proc.seen_at.values())
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -285,7 +282,8 @@ class Supervisor:
                 return
             label = key.removeprefix("group:")
             if self.out.isatty():
-                label = f"\033[{COLOURS[hash(key) % len(COLOURS)]}m{label}\033[0m"
+                colour = COLOURS[zlib.crc32(key.encode()) % len(COLOURS)]  # stable per name
+                label = f"\033[{colour}m{label}\033[0m"
             prefix = "" if level == "log" else f"[launch] {level}: "
             print(f"[{label}] {prefix}{text}", file=self.out, flush=True)
 
