@@ -1,0 +1,34 @@
+"""The few operations the dynamics need, for numpy values and for CasADi symbols.
+
+A model's `f(x, u)` indexes `x` and `u`, uses + - * /, and calls these functions; it
+returns `stack([...])`. With numpy inputs that is a float array; with CasADi SX/MX inputs
+it is a symbolic column — the same code, not two copies.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+NUMPY = SimpleNamespace(
+    sin=np.sin, cos=np.cos, tan=np.tan, sqrt=np.sqrt, fabs=np.abs,
+    stack=lambda items: np.array(items, dtype=float),
+)
+
+
+def _casadi() -> SimpleNamespace:
+    import casadi as ca  # imported only when symbols are used: simulation needs numpy only
+
+    return SimpleNamespace(
+        sin=ca.sin, cos=ca.cos, tan=ca.tan, sqrt=ca.sqrt, fabs=ca.fabs,
+        stack=lambda items: ca.vertcat(*items),
+    )
+
+
+def backend(*values: Any) -> SimpleNamespace:
+    """CasADi operations if any value is a CasADi expression, else numpy."""
+    if any(type(v).__module__.startswith("casadi") for v in values):
+        return _casadi()
+    return NUMPY
