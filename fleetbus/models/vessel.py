@@ -10,6 +10,7 @@ our ENU/FLU frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,6 +77,11 @@ class Vessel:
             [0.0, m * xg - self.n_vdot, self.yaw_inertia_kgm2 - self.n_rdot],
         ])
 
+    @cached_property
+    def _mass_inverse(self) -> tuple[tuple[float, ...], ...]:
+        """M⁻¹ as plain floats: constant, and cheaper to index than an array in f()."""
+        return tuple(map(tuple, np.linalg.inv(self.mass_matrix).tolist()))
+
     @property
     def input_bounds(self) -> tuple[list[float], list[float]]:
         return ([-self.max_surge_force_n, -self.max_yaw_moment_nm],
@@ -99,8 +105,7 @@ class Vessel:
         d_yaw = (-(self.n_v + self.n_vv * av + self.n_rv * ar) * sv
                  - (self.n_r + self.n_vr * av + self.n_rr * ar) * r)
         rhs = (u[0] - c_surge - d_surge, -c_sway - d_sway, u[1] - c_yaw - d_yaw)
-        inv = np.linalg.inv(self.mass_matrix)
-        accel = [sum(inv[i, j] * rhs[j] for j in range(3)) for i in range(3)]
+        accel = [sum(row[j] * rhs[j] for j in range(3)) for row in self._mass_inverse]
         cos, sin = k.cos(yaw), k.sin(yaw)
         cx, cy = self.current_enu_mps
         return k.stack([
