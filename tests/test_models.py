@@ -8,9 +8,10 @@ import casadi as ca
 import numpy as np
 import pytest
 
-from fleetbus.models import Bicycle, Quadrotor, Vessel, rk4
+from fleetbus.models import Bicycle, Quadrotor, RotorQuadrotor, Vessel, rk4
 
-MODELS = [Bicycle(), Bicycle(steer_time_constant_s=0.2), Quadrotor(drag_per_kg=0.1), Vessel()]
+MODELS = [Bicycle(), Bicycle(steer_time_constant_s=0.2), Quadrotor(drag_per_kg=0.1),
+          RotorQuadrotor(), Vessel()]
 
 
 def simulate(model, x0, u, seconds, dt=0.01):
@@ -56,6 +57,32 @@ def test_quadrotor_rolling_right_accelerates_right_and_keeps_a_unit_quaternion()
     # positive roll rate about body x (forward) banks the thrust toward -y (right in FLU)
     assert trace[-1, 1] < -0.1
     np.testing.assert_allclose(np.linalg.norm(trace[:, 6:10], axis=1), 1.0, atol=1e-6)
+
+
+LEVEL13 = [0, 0, 10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_rotor_quadrotor_hovers_with_a_quarter_of_the_weight_per_motor():
+    quad = RotorQuadrotor()
+    each = quad.mass_kg * 9.81 / 4
+    np.testing.assert_allclose(quad.f(np.array(LEVEL13, float), np.full(4, each)), 0.0,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("extra, axis, sign", [
+    ([0, 1, 1, 0], 10, +1),  # left motors (2, 3) harder: roll to the right = +x rate (FLU)
+    ([1, 0, 0, 1], 10, -1),  # right motors (1, 4)
+    ([0, 1, 0, 1], 11, +1),  # rear motors (2, 4) harder: nose down = +y rate (FLU)
+    ([0, 0, 1, 1], 12, +1),  # clockwise props (3, 4) harder: body yaws counter-clockwise
+    ([1, 1, 0, 0], 12, -1),
+])
+def test_rotor_quadrotor_mixer_turns_the_way_px4_quad_x_does(extra, axis, sign):
+    quad = RotorQuadrotor()
+    u = np.full(4, quad.mass_kg * 9.81 / 4) + 0.5 * np.array(extra, float)
+    rates = quad.f(np.array(LEVEL13, float), u)
+    assert np.sign(rates[axis]) == sign
+    others = [i for i in (10, 11, 12) if i != axis]
+    np.testing.assert_allclose(rates[others], 0.0, atol=1e-12)
 
 
 def test_bicycle_steady_turn_radius_is_wheelbase_over_tan_steer():

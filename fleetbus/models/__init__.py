@@ -6,6 +6,7 @@ Pure library: no bus imports."""
 from fleetbus.models.bicycle import Bicycle
 from fleetbus.models.integrate import rk4
 from fleetbus.models.quadrotor import Quadrotor
+from fleetbus.models.rotor_quadrotor import RotorQuadrotor
 from fleetbus.models.vessel import Vessel
 
-__all__ = ["Bicycle", "Quadrotor", "Vessel", "rk4"]
+__all__ = ["Bicycle", "Quadrotor", "RotorQuadrotor", "Vessel", "rk4"]

@@ -44,21 +44,28 @@ class Quadrotor:
         return [0.0, -wx, -wy, -wz], [self.max_thrust_n, wx, wy, wz]
 
     def f(self, x: Any, u: Any) -> Any:
-        m = backend(x, u)
-        vx, vy, vz = x[3], x[4], x[5]
-        qw, qx, qy, qz = x[6], x[7], x[8], x[9]
-        thrust, wx, wy, wz = u[0], u[1], u[2], u[3]
-        a = thrust / self.mass_kg
-        drag = self.drag_per_kg
-        return m.stack([
-            vx, vy, vz,
-            # the body z axis in the world frame, times thrust per mass
-            a * 2 * (qx * qz + qw * qy) - drag * vx,
-            a * 2 * (qy * qz - qw * qx) - drag * vy,
-            a * (1 - 2 * (qx * qx + qy * qy)) - GRAVITY - drag * vz,
-            # q̇ = ½ q ⊗ (0, ω)
-            0.5 * (-qx * wx - qy * wy - qz * wz),
-            0.5 * (qw * wx + qy * wz - qz * wy),
-            0.5 * (qw * wy - qx * wz + qz * wx),
-            0.5 * (qw * wz + qx * wy - qy * wx),
-        ])
+        return backend(x, u).stack(
+            thrust_and_rates(x, u[0], (u[1], u[2], u[3]), self.mass_kg, self.drag_per_kg)
+        )
+
+
+def thrust_and_rates(x: Any, thrust: Any, rates: tuple[Any, Any, Any], mass_kg: float,
+                     drag_per_kg: float) -> list[Any]:
+    """ṗ, v̇ and q̇ of a rigid body pushed along its z axis and turning at body `rates`:
+    the part every multirotor model shares. `x` starts with p, v, q (w, x, y, z)."""
+    vx, vy, vz = x[3], x[4], x[5]
+    qw, qx, qy, qz = x[6], x[7], x[8], x[9]
+    wx, wy, wz = rates
+    a = thrust / mass_kg
+    return [
+        vx, vy, vz,
+        # the body z axis in the world frame, times thrust per mass
+        a * 2 * (qx * qz + qw * qy) - drag_per_kg * vx,
+        a * 2 * (qy * qz - qw * qx) - drag_per_kg * vy,
+        a * (1 - 2 * (qx * qx + qy * qy)) - GRAVITY - drag_per_kg * vz,
+        # q̇ = ½ q ⊗ (0, ω)
+        0.5 * (-qx * wx - qy * wy - qz * wz),
+        0.5 * (qw * wx + qy * wz - qz * wy),
+        0.5 * (qw * wy - qx * wz + qz * wx),
+        0.5 * (qw * wz + qx * wy - qy * wx),
+    ]

@@ -1,0 +1,68 @@
+"""Quadrotor at rotor level: four motor thrusts through a quad-X mixer, with attitude
+dynamics — what the simulator integrates and the PX4/ArduPilot adapters drive."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fleetbus.models.backend import backend
+from fleetbus.models.quadrotor import GRAVITY, thrust_and_rates
+
+# PX4 quad-X motor layout, in our body frame (FLU, metres per unit arm) and spin:
+# 1 front-right CCW, 2 rear-left CCW, 3 front-left CW, 4 rear-right CW (seen from above).
+MOTORS: tuple[tuple[float, float, int], ...] = (
+    (1.0, -1.0, +1), (-1.0, 1.0, +1), (1.0, 1.0, -1), (-1.0, -1.0, -1),
+)
+
+
+@dataclass(frozen=True)
+class RotorQuadrotor:
+    """State [p (3, ENU m), v (3, m/s), q (4, w x y z), ω (3, body FLU rad/s)]; input the
+    four motor thrusts (N) in PX4 order."""
+
+    mass_kg: float = 1.5
+    arm_m: float = 0.25  # centre to motor
+    inertia_kgm2: tuple[float, float, float] = (0.029, 0.029, 0.055)
+    torque_per_thrust_m: float = 0.016  # rotor drag torque / thrust
+    max_motor_thrust_n: float = 7.5
+    drag_per_kg: float = 0.0
+
+    states: ClassVar[tuple[str, ...]] = ("px", "py", "pz", "vx", "vy", "vz",
+                                         "qw", "qx", "qy", "qz", "wx", "wy", "wz")
+    inputs: ClassVar[tuple[str, ...]] = ("f1", "f2", "f3", "f4")
+
+    def __post_init__(self) -> None:
+        if not self.mass_kg > 0 or not self.arm_m > 0 or min(self.inertia_kgm2) <= 0:
+            raise ValueError("RotorQuadrotor mass_kg, arm_m and inertia_kgm2 must be positive")
+        if not 4 * self.max_motor_thrust_n > self.mass_kg * GRAVITY:
+            raise ValueError(f"RotorQuadrotor max_motor_thrust_n ({self.max_motor_thrust_n} N "
+                             f"x 4) cannot lift {self.mass_kg} kg")
+
+    @property
+    def input_bounds(self) -> tuple[list[float], list[float]]:
+        return [0.0] * 4, [self.max_motor_thrust_n] * 4
+
+    def wrench(self, u: Any) -> tuple[Any, Any, Any, Any]:
+        """Collective thrust and body torques (N, N·m) from the motor thrusts."""
+        d = self.arm_m / math.sqrt(2)
+        thrust = u[0] + u[1] + u[2] + u[3]
+        tx = sum(d * y * u[i] for i, (_, y, _) in enumerate(MOTORS))
+        ty = sum(-d * x * u[i] for i, (x, _, _) in enumerate(MOTORS))
+        # a rotor spinning counter-clockwise pushes the body clockwise (negative about z)
+        tz = sum(-spin * self.torque_per_thrust_m * u[i] for i, (_, _, spin) in
+                 enumerate(MOTORS))
+        return thrust, tx, ty, tz
+
+    def f(self, x: Any, u: Any) -> Any:
+        wx, wy, wz = x[10], x[11], x[12]
+        thrust, tx, ty, tz = self.wrench(u)
+        jx, jy, jz = self.inertia_kgm2
+        return backend(x, u).stack([
+            *thrust_and_rates(x, thrust, (wx, wy, wz), self.mass_kg, self.drag_per_kg),
+            # Euler's equations: J dw/dt = torque - w x (J w)
+            (tx - (jz - jy) * wy * wz) / jx,
+            (ty - (jx - jz) * wz * wx) / jy,
+            (tz - (jy - jx) * wx * wy) / jz,
+        ])
