@@ -1,0 +1,1 @@
+"""The built-in simulator (vehicles, sensors, clock) and the PX4/ArduPilot adapters."""
