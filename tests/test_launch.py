@@ -124,8 +124,9 @@ def test_check_finds_publisher_subscriber_type_mismatch(tmp_path):
            "fleetbus/String" in result.stdout
 
 
-def test_a_good_graph_passes_check():
-    result = check(ROOT / "launch" / "demo.yaml")
+@pytest.mark.parametrize("name", ["demo.yaml", "sim.yaml"])
+def test_the_shipped_graphs_pass_check(name):
+    result = check(ROOT / "launch" / name)
     assert result.returncode == 0, result.stdout
 
 

@@ -1,0 +1,134 @@
+"""The simulator on the bus: physics, sensors and the sim clock for a mix of vehicles.
+
+Parameters: `vehicles` (a list of {id, type, start: {x, y, z, yaw}, params}), `seed`,
+`physics_rate_hz`, `speed` (1 = real time, k = k times faster), `command_timeout_s`,
+`imu_rate_hz`, `gnss_rate_hz`, `state_rate_hz`, origin latitude/longitude/altitude.
+Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand),
+`/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss` out; `/clock` out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fleetbus.bus.node import Node
+from fleetbus.messages import (
+    CarCommand,
+    Clock,
+    GnssFix,
+    Header,
+    Imu,
+    Pose,
+    QuadrotorCommand,
+    Quaternion,
+    ShipCommand,
+    Twist,
+    Vector3,
+    VehicleState,
+)
+from fleetbus.sim_bridge.sensors import GnssModel, ImuModel
+from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
+from fleetbus.sim_bridge.world import CommandRejected, World
+
+COMMANDS = {"quadrotor": QuadrotorCommand, "vessel": ShipCommand, "car": CarCommand}
+
+
+def command_vector(msg: Any) -> list[float]:
+    if isinstance(msg, QuadrotorCommand):
+        return [msg.thrust_n, msg.body_rates.x, msg.body_rates.y, msg.body_rates.z]
+    if isinstance(msg, ShipCommand):
+        return [msg.surge_force_n, msg.yaw_moment_nm]
+    return [msg.acceleration_mps2, msg.steering_rad]
+
+
+def vehicle_state(vehicle: SimVehicle, stamp_ns: int) -> VehicleState:
+    x = vehicle.state
+    if vehicle.kind == "quadrotor":
+        pose = Pose(position=Vector3(x=x[0], y=x[1], z=x[2]),
+                    orientation=Quaternion(w=x[6], x=x[7], y=x[8], z=x[9]))
+        twist = Twist(linear=Vector3(x=x[3], y=x[4], z=x[5]))
+    else:
+        yaw = x[2]
+        pose = Pose(position=Vector3(x=x[0], y=x[1]),
+                    orientation=Quaternion(w=np.cos(yaw / 2), z=np.sin(yaw / 2)))
+        vx, vy = (x[3] * np.cos(yaw), x[3] * np.sin(yaw)) if vehicle.kind == "car" else (
+            x[3] * np.cos(yaw) - x[4] * np.sin(yaw), x[3] * np.sin(yaw) + x[4] * np.cos(yaw))
+        twist = Twist(linear=Vector3(x=vx, y=vy))
+    return VehicleState(header=Header(stamp_ns=stamp_ns, frame_id="map"),
+                        vehicle_id=vehicle.id, vehicle_type=vehicle.kind, pose=pose,
+                        twist=twist)
+
+
+class Simulator(Node):
+    def setup(self) -> None:
+        specs = self.param("vehicles", [], "list of {id, type, start, params}").value
+        rng_seed = self.param("seed", 0, "noise seed: the same seed gives the same run").value
+        rate = self.param("physics_rate_hz", 100.0).value
+        self.speed = self.param("speed", 1.0, "simulated seconds per wall second").value
+        timeout = self.param("command_timeout_s", 0.5).value
+        self.imu_every = max(1, round(rate / self.param("imu_rate_hz", 100.0).value))
+        self.gnss_every = max(1, round(rate / self.param("gnss_rate_hz", 5.0).value))
+        self.state_every = max(1, round(rate / self.param("state_rate_hz", 50.0).value))
+        self.gnss = GnssModel(self.param("origin_lat_deg", 59.9).value,
+                              self.param("origin_lon_deg", 10.7).value,
+                              self.param("origin_alt_m", 0.0).value)
+        if not specs:
+            raise ValueError("simulator: parameter 'vehicles' lists no vehicle")
+        vehicles = []
+        for spec in specs:
+            if not isinstance(spec, dict) or not spec.get("id"):
+                raise ValueError(f"simulator: vehicle entry {spec!r} needs an id and a type")
+            kind = spec.get("type")
+            model = make_model(kind, spec.get("params"))
+            vehicles.append(SimVehicle(spec["id"], kind, model,
+                                       initial_state(kind, model, spec.get("start", {}))))
+        self.world = World(vehicles, 1.0 / rate, timeout)
+        self.rng = np.random.default_rng(rng_seed)
+        self.imus = {v.id: ImuModel() for v in vehicles}
+        self.clock_pub = self.publisher("/clock", Clock)
+        self.outputs = {}
+        for v in vehicles:
+            self.outputs[v.id] = (self.publisher(f"/{v.id}/state", VehicleState),
+                                  self.publisher(f"/{v.id}/imu", Imu),
+                                  self.publisher(f"/{v.id}/gnss", GnssFix))
+            self.subscribe(f"/{v.id}/cmd", COMMANDS[v.kind],
+                           lambda msg, vid=v.id: self.on_command(vid, msg))
+        # Wall-clock ticks of at most 10 ms; each advances `speed` times as much sim time.
+        self.steps_per_tick = max(1, round(self.speed * rate * 0.01))
+        self.timer(self.steps_per_tick / (rate * self.speed), self.tick)
+
+    def on_command(self, vehicle_id: str, msg: Any) -> None:
+        try:
+            self.world.command(vehicle_id, command_vector(msg))
+        except CommandRejected as exc:
+            self._count("rejected_command", str(exc))
+
+    def tick(self) -> None:
+        for _ in range(self.steps_per_tick):
+            self.world.step()
+            self._sense()
+        self.clock_pub.publish(Clock(stamp_ns=round(self.world.time_s * 1e9)))
+
+    def _sense(self) -> None:
+        step, stamp = self.world.steps, round(self.world.time_s * 1e9)
+        for v in self.world.vehicles.values():
+            state_pub, imu_pub, gnss_pub = self.outputs[v.id]
+            u = v.command if v.command is not None else v.safe_command()
+            if step % self.state_every == 0:
+                state_pub.publish(vehicle_state(v, stamp))
+            if step % self.imu_every == 0:
+                force, rate = self.imus[v.id].measure(v, u, self.world.dt, self.rng)
+                imu_pub.publish(Imu(header=Header(stamp_ns=stamp, frame_id=f"{v.id}/base"),
+                                    angular_velocity=Vector3(x=rate[0], y=rate[1], z=rate[2]),
+                                    linear_acceleration=Vector3(x=force[0], y=force[1],
+                                                                z=force[2])))
+            if step % self.gnss_every == 0:
+                lat, lon, alt = self.gnss.measure(v, self.rng)
+                sigma2 = self.gnss.horizontal_sigma_m ** 2
+                gnss_pub.publish(GnssFix(header=Header(stamp_ns=stamp, frame_id=f"{v.id}/gnss"),
+                                         latitude_deg=lat, longitude_deg=lon, altitude_m=alt,
+                                         fix_type=3, satellites=12,
+                                         position_covariance=[sigma2, 0, 0, 0, sigma2, 0, 0, 0,
+                                                              self.gnss.vertical_sigma_m ** 2]))

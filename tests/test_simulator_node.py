@@ -1,0 +1,81 @@
+"""The simulator node on a real bus."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fleetbus.messages import CarCommand, Clock, GnssFix, Imu, VehicleState
+from fleetbus.nodes.simulator import Simulator
+from tests.helpers import run_on, wait_until
+
+VEHICLES = [
+    {"id": "car1", "type": "car", "start": {"x": 0.0, "y": 0.0}},
+    {"id": "ship1", "type": "vessel", "start": {"x": 50.0}},
+    {"id": "drone1", "type": "quadrotor", "start": {"z": 10.0}},
+]
+
+
+@pytest.fixture
+def sim(bus):
+    node = Simulator("sim", params={"vehicles": VEHICLES, "speed": 5.0, "seed": 3})
+    bus.start(node)
+    return node
+
+
+def test_simulator_publishes_clock_state_and_sensors_and_obeys_commands(bus, sim):
+    seen: dict[str, list] = {"clock": [], "state": [], "imu": [], "gnss": []}
+
+    def watcher(node):
+        node.subscribe("/clock", Clock, seen["clock"].append)
+        node.subscribe("/car1/state", VehicleState, seen["state"].append)
+        node.subscribe("/car1/imu", Imu, seen["imu"].append)
+        node.subscribe("/car1/gnss", GnssFix, seen["gnss"].append)
+        node.cmd = node.publisher("/car1/cmd", CarCommand)
+
+    watch = bus.node("watch", watcher)
+    wait_until(lambda: all(seen.values()), what="clock, state, imu and gnss")
+    assert seen["clock"][-1].stamp_ns > seen["clock"][0].stamp_ns  # sim time runs
+    assert seen["imu"][-1].linear_acceleration.z == pytest.approx(9.81, abs=0.5)
+    assert abs(seen["gnss"][-1].latitude_deg - 59.9) < 1e-3
+
+    def drive():
+        watch.cmd.publish(CarCommand(acceleration_mps2=2.0))
+
+    for _ in range(200):  # keep the command fresh (timeout 0.5 s of sim time)
+        run_on(watch, drive)
+        if seen["state"][-1].pose.position.x > 1.0:
+            break
+        count = len(seen["state"])
+        wait_until(lambda: len(seen["state"]) > count, what="a new state")  # noqa: B023
+    assert seen["state"][-1].pose.position.x > 1.0  # it drove east
+    assert seen["state"][-1].vehicle_type == "car"
+
+
+def test_a_nan_command_is_counted_and_the_simulation_goes_on(bus, sim):
+    clock: list[Clock] = []
+
+    def sender(node):
+        node.subscribe("/clock", Clock, clock.append)
+        node.cmd = node.publisher("/car1/cmd", CarCommand)
+
+    node = bus.node("sender", sender)
+    wait_until(lambda: node.cmd.subscribers >= 1 and clock, what="the link to the simulator")
+    run_on(node, lambda: node.cmd.publish(CarCommand(acceleration_mps2=math.nan)))
+    wait_until(lambda: sim.counters["rejected_command"] == 1, what="the rejection counted")
+    before = clock[-1].stamp_ns
+    wait_until(lambda: clock[-1].stamp_ns > before, what="the clock to keep running")
+    assert sim.world.vehicles["car1"].rejected_commands == 1
+
+
+@pytest.mark.parametrize("vehicles, match", [
+    ([{"id": "b", "type": "blimp"}], "unknown vehicle type 'blimp'"),
+    ([{"id": "s", "type": "vessel", "params": {"mass_kg": -1.0}}], "mass_kg"),
+    ([{"type": "car"}], "needs an id"),
+    ([], "lists no vehicle"),
+])
+def test_impossible_configurations_fail_setup_by_name(bus, vehicles, match):
+    node = Simulator("bad", params={"vehicles": vehicles})
+    bus.start(node, check=False)
+    assert node.setup_error is not None and match in str(node.setup_error)
