@@ -1,14 +1,23 @@
 """The simulator on the bus: physics, sensors and the sim clock for a mix of vehicles.
 
 Parameters: `vehicles` (a list of {id, type, start: {x, y, z, yaw}, params}), `seed`,
-`physics_rate_hz`, `speed` (1 = real time, k = k times faster), `command_timeout_s`,
-`imu_rate_hz`, `gnss_rate_hz`, `state_rate_hz`, origin latitude/longitude/altitude.
+`physics_rate_hz`, `mode` (realtime | lockstep), `speed` (realtime: 1 = real time, k = k
+times faster), `command_timeout_s`, `imu_rate_hz`, `gnss_rate_hz`, `state_rate_hz`, origin
+latitude/longitude/altitude; for lockstep `control_rate_hz`, `lockstep_vehicles` (whose
+controllers are awaited; default all), `lockstep_timeout_s` (wall) and `lockstep_policy`
+(continue | hold).
+
+Lockstep: the simulator starts once every awaited controller is connected, then advances
+one control period at a time — only after each awaited vehicle has sent a command stamped
+at or after the current sim time. A run is then the same every time, and as fast as the
+controllers allow.
 Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand),
 `/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss` out; `/clock` out.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -87,7 +96,7 @@ class Simulator(Node):
         self.world = World(vehicles, 1.0 / rate, timeout)
         self.rng = np.random.default_rng(rng_seed)
         self.imus = {v.id: ImuModel() for v in vehicles}
-        self.clock_pub = self.publisher("/clock", Clock)
+        self.clock_pub = self.publisher("/clock", Clock, latched=True)  # late joiners: now
         self.outputs = {}
         for v in vehicles:
             self.outputs[v.id] = (self.publisher(f"/{v.id}/state", VehicleState),
@@ -95,15 +104,68 @@ class Simulator(Node):
                                   self.publisher(f"/{v.id}/gnss", GnssFix))
             self.subscribe(f"/{v.id}/cmd", COMMANDS[v.kind],
                            lambda msg, vid=v.id: self.on_command(vid, msg))
-        # Wall-clock ticks of at most 10 ms; each advances `speed` times as much sim time.
-        self.steps_per_tick = max(1, round(self.speed * rate * 0.01))
-        self.timer(self.steps_per_tick / (rate * self.speed), self.tick)
+        self.mode = self.param("mode", "realtime", "realtime | lockstep").value
+        if self.mode == "lockstep":
+            self._setup_lockstep(rate, [v.id for v in vehicles])
+        elif self.mode == "realtime":
+            # Wall-clock ticks of at most 10 ms; each advances `speed` times as much.
+            self.steps_per_tick = max(1, round(self.speed * rate * 0.01))
+            self.timer(self.steps_per_tick / (rate * self.speed), self.tick)
+        else:
+            raise ValueError(f"simulator: mode must be realtime or lockstep, not {self.mode!r}")
+
+    def _setup_lockstep(self, rate: float, vehicle_ids: list[str]) -> None:
+        control_rate = self.param("control_rate_hz", 20.0).value
+        self.steps_per_tick = max(1, round(rate / control_rate))
+        self.awaited = self.param("lockstep_vehicles", vehicle_ids).value
+        unknown = set(self.awaited) - set(vehicle_ids)
+        if unknown:
+            raise ValueError(f"simulator: lockstep_vehicles names unknown {sorted(unknown)}")
+        self.lockstep_timeout_s = self.param("lockstep_timeout_s", 1.0).value
+        self.lockstep_policy = self.param("lockstep_policy", "continue").value
+        self.waiting: set[str] | None = None  # None: not started (controllers connecting)
+        self.waiting_since = 0.0
+        self.lockstep_timeouts = 0
+        self.timer(0.01, self._lockstep_watchdog)  # wall time: the node follows no /clock
 
     def on_command(self, vehicle_id: str, msg: Any) -> None:
         try:
             self.world.command(vehicle_id, command_vector(msg))
         except CommandRejected as exc:
             self._count("rejected_command", str(exc))
+            return
+        if self.mode == "lockstep" and self.waiting is not None:
+            if msg.header.stamp_ns >= self._clock_ns():
+                self.waiting.discard(vehicle_id)
+            if not self.waiting:
+                self._advance()
+
+    def _clock_ns(self) -> int:
+        return round(self.world.time_s * 1e9)
+
+    def _advance(self) -> None:
+        """One control period of physics, then the new time; wait for the answers."""
+        self.tick()
+        self.waiting = set(self.awaited)
+        self.waiting_since = time.monotonic()
+
+    def _lockstep_watchdog(self) -> None:
+        if self.waiting is None:
+            connected = all(sub.publishers for sub in self._subscriptions
+                            if sub.topic.endswith("/cmd")
+                            and sub.topic.split("/")[1] in self.awaited)
+            if connected and self.clock_pub.subscribers >= 1:
+                self._advance()  # nothing is expected at time zero: start
+            return
+        if time.monotonic() - self.waiting_since > self.lockstep_timeout_s:
+            self.lockstep_timeouts += 1
+            self._count("lockstep_timeout", f"no command from {sorted(self.waiting)} within "
+                        f"{self.lockstep_timeout_s} s at sim time {self.world.time_s:.3f} s; "
+                        f"policy: {self.lockstep_policy}")
+            if self.lockstep_policy == "continue":
+                self._advance()
+            else:
+                self.waiting_since = time.monotonic()
 
     def tick(self) -> None:
         for _ in range(self.steps_per_tick):
