@@ -29,6 +29,8 @@ def _casadi() -> SimpleNamespace:
 
 def backend(*values: Any) -> SimpleNamespace:
     """CasADi operations if any value is a CasADi expression, else numpy."""
+    if all(type(v) is np.ndarray for v in values):  # the simulator's hot path
+        return NUMPY
     if any(type(v).__module__.startswith("casadi") for v in values):
         return _casadi()
     return NUMPY

@@ -17,6 +17,7 @@ Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand)
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -53,17 +54,18 @@ def command_vector(msg: Any) -> list[float]:
 
 
 def vehicle_state(vehicle: SimVehicle, stamp_ns: int) -> VehicleState:
-    x = vehicle.state
+    x = vehicle.state.tolist()  # Python floats: numpy scalars would cost an encoder hook each
     if vehicle.kind == "quadrotor":
         pose = Pose(position=Vector3(x=x[0], y=x[1], z=x[2]),
                     orientation=Quaternion(w=x[6], x=x[7], y=x[8], z=x[9]))
         twist = Twist(linear=Vector3(x=x[3], y=x[4], z=x[5]))
     else:
         yaw = x[2]
+        cos, sin = math.cos(yaw), math.sin(yaw)
         pose = Pose(position=Vector3(x=x[0], y=x[1]),
-                    orientation=Quaternion(w=np.cos(yaw / 2), z=np.sin(yaw / 2)))
-        vx, vy = (x[3] * np.cos(yaw), x[3] * np.sin(yaw)) if vehicle.kind == "car" else (
-            x[3] * np.cos(yaw) - x[4] * np.sin(yaw), x[3] * np.sin(yaw) + x[4] * np.cos(yaw))
+                    orientation=Quaternion(w=math.cos(yaw / 2), z=math.sin(yaw / 2)))
+        vx, vy = (x[3] * cos, x[3] * sin) if vehicle.kind == "car" else (
+            x[3] * cos - x[4] * sin, x[3] * sin + x[4] * cos)
         twist = Twist(linear=Vector3(x=vx, y=vy))
     return VehicleState(header=Header(stamp_ns=stamp_ns, frame_id="map"),
                         vehicle_id=vehicle.id, vehicle_type=vehicle.kind, pose=pose,
@@ -181,7 +183,8 @@ class Simulator(Node):
             if step % self.state_every == 0:
                 state_pub.publish(vehicle_state(v, stamp))
             if step % self.imu_every == 0:
-                force, rate = self.imus[v.id].measure(v, u, self.world.dt, self.rng)
+                force, rate = (a.tolist() for a in
+                               self.imus[v.id].measure(v, u, self.world.dt, self.rng))
                 imu_pub.publish(Imu(header=Header(stamp_ns=stamp, frame_id=f"{v.id}/base"),
                                     angular_velocity=Vector3(x=rate[0], y=rate[1], z=rate[2]),
                                     linear_acceleration=Vector3(x=force[0], y=force[1],

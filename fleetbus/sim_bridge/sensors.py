@@ -47,10 +47,12 @@ class ImuModel:
     def measure(self, vehicle: SimVehicle, u: np.ndarray, dt: float,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         force, rate = body_motion(vehicle, u)
-        self.gyro_bias += rng.normal(0.0, self.gyro_bias_walk * np.sqrt(dt), 3)
-        self.accel_bias += rng.normal(0.0, self.accel_bias_walk * np.sqrt(dt), 3)
-        return (force + self.accel_bias + rng.normal(0.0, self.accel_noise_mps2, 3),
-                rate + self.gyro_bias + rng.normal(0.0, self.gyro_noise_rps, 3))
+        noise = rng.standard_normal(12)  # one draw: the IMU runs at the physics rate
+        root_dt = np.sqrt(dt)
+        self.gyro_bias += noise[0:3] * (self.gyro_bias_walk * root_dt)
+        self.accel_bias += noise[3:6] * (self.accel_bias_walk * root_dt)
+        return (force + self.accel_bias + noise[6:9] * self.accel_noise_mps2,
+                rate + self.gyro_bias + noise[9:12] * self.gyro_noise_rps)
 
 
 @dataclass
