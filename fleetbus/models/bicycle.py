@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fleetbus.models.backend import backend
+from fleetbus.models.checks import require_positive
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,8 @@ class Bicycle:
     inputs: ClassVar[tuple[str, ...]] = ("acceleration", "steering")
 
     def __post_init__(self) -> None:
-        for name in ("wheelbase_m", "max_accel_mps2", "max_decel_mps2", "max_steer_rad",
-                     "max_speed_mps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"Bicycle.{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, "wheelbase_m", "max_accel_mps2", "max_decel_mps2",
+                         "max_steer_rad", "max_speed_mps")
         if self.steer_time_constant_s < 0:
             raise ValueError("Bicycle.steer_time_constant_s must not be negative")
 

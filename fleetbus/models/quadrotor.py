@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fleetbus.models.backend import backend
+from fleetbus.models.checks import require_positive
 
 GRAVITY = 9.81
 
@@ -26,13 +27,12 @@ class Quadrotor:
     inputs: ClassVar[tuple[str, ...]] = ("thrust", "wx", "wy", "wz")
 
     def __post_init__(self) -> None:
-        if not self.mass_kg > 0:
-            raise ValueError(f"Quadrotor.mass_kg must be positive, got {self.mass_kg}")
+        require_positive(self, "mass_kg", "max_rate_rps")
         if not self.max_thrust_n > self.mass_kg * GRAVITY:
             raise ValueError(f"Quadrotor.max_thrust_n ({self.max_thrust_n} N) cannot lift "
                              f"{self.mass_kg} kg ({self.mass_kg * GRAVITY:.1f} N)")
-        if self.drag_per_kg < 0 or any(not r > 0 for r in self.max_rate_rps):
-            raise ValueError("Quadrotor drag must be >= 0 and rate limits > 0")
+        if not self.drag_per_kg >= 0:
+            raise ValueError(f"Quadrotor.drag_per_kg must not be negative, got {self.drag_per_kg}")
 
     @property
     def hover_thrust_n(self) -> float:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fleetbus.models.backend import backend
+from fleetbus.models.checks import require_positive
 from fleetbus.models.quadrotor import GRAVITY, thrust_and_rates
 
 # PX4 quad-X motor layout, in our body frame (FLU, metres per unit arm) and spin:
@@ -34,8 +35,7 @@ class RotorQuadrotor:
     inputs: ClassVar[tuple[str, ...]] = ("f1", "f2", "f3", "f4")
 
     def __post_init__(self) -> None:
-        if not self.mass_kg > 0 or not self.arm_m > 0 or min(self.inertia_kgm2) <= 0:
-            raise ValueError("RotorQuadrotor mass_kg, arm_m and inertia_kgm2 must be positive")
+        require_positive(self, "mass_kg", "arm_m", "inertia_kgm2", "max_motor_thrust_n")
         if not 4 * self.max_motor_thrust_n > self.mass_kg * GRAVITY:
             raise ValueError(f"RotorQuadrotor max_motor_thrust_n ({self.max_motor_thrust_n} N "
                              f"x 4) cannot lift {self.mass_kg} kg")

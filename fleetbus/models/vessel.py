@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fleetbus.models.backend import backend
+from fleetbus.models.checks import require_positive
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,8 @@ class Vessel:
     inputs: ClassVar[tuple[str, ...]] = ("surge_force", "yaw_moment")
 
     def __post_init__(self) -> None:
-        for name in ("mass_kg", "yaw_inertia_kgm2", "length_m", "max_surge_force_n",
-                     "max_yaw_moment_nm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"Vessel.{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, "mass_kg", "yaw_inertia_kgm2", "length_m",
+                         "max_surge_force_n", "max_yaw_moment_nm")
         if np.linalg.eigvalsh(self.mass_matrix).min() <= 0:
             raise ValueError("Vessel mass matrix (rigid body + added mass) is not "
                              "positive definite")
