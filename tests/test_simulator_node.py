@@ -10,7 +10,7 @@ import fleetbus
 from fleetbus.bus.config import BusConfig
 from fleetbus.messages import CarCommand, Clock, GnssFix, Header, Imu, VehicleState
 from fleetbus.nodes.simulator import Simulator
-from tests.helpers import run_on, wait_until
+from tests.helpers import graph_nodes, run_on, wait_until
 
 VEHICLES = [
     {"id": "car1", "type": "car", "start": {"x": 0.0, "y": 0.0}},
@@ -122,3 +122,22 @@ def test_lockstep_runs_are_identical_bit_for_bit(bus):
     assert shared[-1] == 3_000_000_000
     assert [first[t] for t in shared] == [second[t] for t in shared]
     assert first[3_000_000_000][0] > 2.0  # and the car did drive
+
+
+def test_each_vehicle_type_gets_its_own_sensors(bus, sim):
+    from fleetbus.messages import BaroAltitude, Heading, SpeedLog, WheelSpeed
+
+    got: dict[str, list] = {}
+
+    def watcher(node):
+        for topic, cls in (("/drone1/baro", BaroAltitude), ("/car1/wheel_speed", WheelSpeed),
+                           ("/ship1/speed_log", SpeedLog), ("/ship1/heading", Heading)):
+            node.subscribe(topic, cls, got.setdefault(topic, []).append)
+
+    bus.node("sensors", watcher)
+    wait_until(lambda: len(got) == 4 and all(got.values()), what="every sensor topic")
+    assert got["/drone1/baro"][-1].altitude_m == pytest.approx(10.0, abs=2.0)  # starts at 10 m
+    assert got["/car1/wheel_speed"][-1].speed_mps == pytest.approx(0.0, abs=0.3)
+    assert got["/ship1/heading"][-1].yaw_rad == pytest.approx(0.0, abs=0.1)
+    topics = {pub.topic for pub in graph_nodes(bus.config)["/sim"].publishers}
+    assert "/drone1/baro" in topics and "/car1/baro" not in topics  # no barometer on a car

@@ -12,7 +12,9 @@ one control period at a time — only after each awaited vehicle has sent a comm
 at or after the current sim time. A run is then the same every time, and as fast as the
 controllers allow.
 Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand),
-`/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss` out; `/clock` out.
+`/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss`, `/<id>/heading`
+and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ships) out;
+`/clock` out.
 """
 
 from __future__ import annotations
@@ -25,24 +27,30 @@ import numpy as np
 
 from fleetbus.bus.node import Node
 from fleetbus.messages import (
+    BaroAltitude,
     CarCommand,
     Clock,
     GnssFix,
     Header,
+    Heading,
     Imu,
     Pose,
     QuadrotorCommand,
     Quaternion,
     ShipCommand,
+    SpeedLog,
     Twist,
     Vector3,
     VehicleState,
+    WheelSpeed,
 )
-from fleetbus.sim_bridge.sensors import GnssModel, ImuModel
+from fleetbus.sim_bridge.sensors import GnssModel, ImuModel, ScalarNoise, true_yaw
 from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
 from fleetbus.sim_bridge.world import CommandRejected, World
 
 COMMANDS = {"quadrotor": QuadrotorCommand, "vessel": ShipCommand, "car": CarCommand}
+AUX_TOPIC = {"quadrotor": ("baro", BaroAltitude), "vessel": ("speed_log", SpeedLog),
+             "car": ("wheel_speed", WheelSpeed)}
 
 
 def command_vector(msg: Any) -> list[float]:
@@ -82,6 +90,10 @@ class Simulator(Node):
         self.imu_every = max(1, round(rate / self.param("imu_rate_hz", 100.0).value))
         self.gnss_every = max(1, round(rate / self.param("gnss_rate_hz", 5.0).value))
         self.state_every = max(1, round(rate / self.param("state_rate_hz", 50.0).value))
+        self.aux_every = max(1, round(rate / self.param("aux_rate_hz", 10.0).value))
+        self.heading_noise = ScalarNoise(self.param("heading_sigma_rad", 0.01).value)
+        self.baro_noise = ScalarNoise(self.param("baro_sigma_m", 0.3).value)
+        self.speed_noise = ScalarNoise(self.param("speed_sigma_mps", 0.05).value)
         self.gnss = GnssModel(self.param("origin_lat_deg", 59.9).value,
                               self.param("origin_lon_deg", 10.7).value,
                               self.param("origin_alt_m", 0.0).value)
@@ -103,7 +115,10 @@ class Simulator(Node):
         for v in vehicles:
             self.outputs[v.id] = (self.publisher(f"/{v.id}/state", VehicleState),
                                   self.publisher(f"/{v.id}/imu", Imu),
-                                  self.publisher(f"/{v.id}/gnss", GnssFix))
+                                  self.publisher(f"/{v.id}/gnss", GnssFix),
+                                  self.publisher(f"/{v.id}/heading", Heading),
+                                  self.publisher(f"/{v.id}/{AUX_TOPIC[v.kind][0]}",
+                                                 AUX_TOPIC[v.kind][1]))
             self.subscribe(f"/{v.id}/cmd", COMMANDS[v.kind],
                            lambda msg, vid=v.id: self.on_command(vid, msg))
         self.mode = self.param("mode", "realtime", "realtime | lockstep").value
@@ -178,7 +193,7 @@ class Simulator(Node):
     def _sense(self) -> None:
         step, stamp = self.world.steps, round(self.world.time_s * 1e9)
         for v in self.world.vehicles.values():
-            state_pub, imu_pub, gnss_pub = self.outputs[v.id]
+            state_pub, imu_pub, gnss_pub, heading_pub, aux_pub = self.outputs[v.id]
             u = v.command if v.command is not None else v.safe_command()
             if step % self.state_every == 0:
                 state_pub.publish(vehicle_state(v, stamp))
@@ -189,6 +204,8 @@ class Simulator(Node):
                                     angular_velocity=Vector3(x=rate[0], y=rate[1], z=rate[2]),
                                     linear_acceleration=Vector3(x=force[0], y=force[1],
                                                                 z=force[2])))
+            if step % self.aux_every == 0:
+                self._aux(v, stamp, heading_pub, aux_pub)
             if step % self.gnss_every == 0:
                 lat, lon, alt = self.gnss.measure(v, self.rng)
                 sigma2 = self.gnss.horizontal_sigma_m ** 2
@@ -197,3 +214,22 @@ class Simulator(Node):
                                          fix_type=3, satellites=12,
                                          position_covariance=[sigma2, 0, 0, 0, sigma2, 0, 0, 0,
                                                               self.gnss.vertical_sigma_m ** 2]))
+
+    def _aux(self, v: SimVehicle, stamp: int, heading_pub: Any, aux_pub: Any) -> None:
+        """Heading for every vehicle, and the vehicle type's own speed or height sensor."""
+        header = Header(stamp_ns=stamp, frame_id=f"{v.id}/base")
+        yaw = float(self.heading_noise.measure(true_yaw(v), self.rng))
+        heading_pub.publish(Heading(header=header, yaw_rad=math.remainder(yaw, math.tau),
+                                    variance=self.heading_noise.sigma ** 2))
+        if v.kind == "quadrotor":
+            altitude = float(self.baro_noise.measure(v.state[2], self.rng))
+            aux_pub.publish(BaroAltitude(header=header, altitude_m=altitude,
+                                         variance=self.baro_noise.sigma ** 2))
+        elif v.kind == "car":
+            speed = float(self.speed_noise.measure(v.state[3], self.rng))
+            aux_pub.publish(WheelSpeed(header=header, speed_mps=speed,
+                                       variance=self.speed_noise.sigma ** 2))
+        else:
+            surge, sway = self.speed_noise.measure(v.state[3:5], self.rng).tolist()
+            aux_pub.publish(SpeedLog(header=header, surge_mps=surge, sway_mps=sway,
+                                     variance=self.speed_noise.sigma ** 2))

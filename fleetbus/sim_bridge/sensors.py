@@ -73,3 +73,22 @@ class GnssModel:
         lat, lon, alt = pymap3d.enu2geodetic(e, n, u, self.origin_lat_deg,
                                              self.origin_lon_deg, self.origin_alt_m)
         return float(lat), float(lon), float(alt)
+
+
+@dataclass
+class ScalarNoise:
+    """A reading with white noise: heading, barometric altitude, wheel speed, speed log."""
+
+    sigma: float
+
+    def measure(self, true_value: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(true_value) + rng.normal(0.0, self.sigma, np.shape(true_value))
+
+
+def true_yaw(vehicle: SimVehicle) -> float:
+    """ENU yaw (0 = east, counter-clockwise positive)."""
+    x = vehicle.state
+    if vehicle.kind == "quadrotor":
+        qw, qx, qy, qz = x[6:10]
+        return float(np.arctan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz)))
+    return float(x[2])
