@@ -50,6 +50,12 @@ def test_quadrotor_hovers_at_weight_and_climbs_above_it():
     assert climb[5] == pytest.approx(0.2 * 9.81)
 
 
+def test_wind_carries_a_hovering_quadrotor_until_it_moves_with_the_air():
+    quad = Quadrotor(drag_per_kg=0.5, wind_enu_mps=(3.0, 0.0, 0.0))
+    trace = simulate(quad, [0, 0, 10, 0, 0, 0, 1, 0, 0, 0], [quad.hover_thrust_n, 0, 0, 0], 30.0)
+    np.testing.assert_allclose(trace[-1, 3:6], [3.0, 0.0, 0.0], atol=1e-3)
+
+
 def test_quadrotor_rolling_right_accelerates_right_and_keeps_a_unit_quaternion():
     quad = Quadrotor()
     trace = simulate(quad, [0, 0, 10, 0, 0, 0, 1, 0, 0, 0], [quad.hover_thrust_n, 0.5, 0, 0],

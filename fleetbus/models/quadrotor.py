@@ -20,7 +20,8 @@ class Quadrotor:
     mass_kg: float = 1.5
     max_thrust_n: float = 30.0  # all four motors together
     max_rate_rps: tuple[float, float, float] = (3.0, 3.0, 1.5)
-    drag_per_kg: float = 0.0  # linear drag: a_drag = -drag_per_kg * v
+    drag_per_kg: float = 0.0  # linear drag: a_drag = -drag_per_kg * (v - wind)
+    wind_enu_mps: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     states: ClassVar[tuple[str, ...]] = ("px", "py", "pz", "vx", "vy", "vz",
                                          "qw", "qx", "qy", "qz")
@@ -44,25 +45,25 @@ class Quadrotor:
         return [0.0, -wx, -wy, -wz], [self.max_thrust_n, wx, wy, wz]
 
     def f(self, x: Any, u: Any) -> Any:
-        return backend(x, u).stack(
-            thrust_and_rates(x, u[0], (u[1], u[2], u[3]), self.mass_kg, self.drag_per_kg)
-        )
+        return backend(x, u).stack(thrust_and_rates(
+            x, u[0], (u[1], u[2], u[3]), self.mass_kg, self.drag_per_kg, self.wind_enu_mps))
 
 
 def thrust_and_rates(x: Any, thrust: Any, rates: tuple[Any, Any, Any], mass_kg: float,
-                     drag_per_kg: float) -> list[Any]:
+                     drag_per_kg: float, wind: tuple[float, float, float]) -> list[Any]:
     """ṗ, v̇ and q̇ of a rigid body pushed along its z axis and turning at body `rates`:
     the part every multirotor model shares. `x` starts with p, v, q (w, x, y, z)."""
     vx, vy, vz = x[3], x[4], x[5]
     qw, qx, qy, qz = x[6], x[7], x[8], x[9]
     wx, wy, wz = rates
     a = thrust / mass_kg
+    ax, ay, az = vx - wind[0], vy - wind[1], vz - wind[2]  # velocity through the air
     return [
         vx, vy, vz,
         # the body z axis in the world frame, times thrust per mass
-        a * 2 * (qx * qz + qw * qy) - drag_per_kg * vx,
-        a * 2 * (qy * qz - qw * qx) - drag_per_kg * vy,
-        a * (1 - 2 * (qx * qx + qy * qy)) - GRAVITY - drag_per_kg * vz,
+        a * 2 * (qx * qz + qw * qy) - drag_per_kg * ax,
+        a * 2 * (qy * qz - qw * qx) - drag_per_kg * ay,
+        a * (1 - 2 * (qx * qx + qy * qy)) - GRAVITY - drag_per_kg * az,
         # q̇ = ½ q ⊗ (0, ω)
         0.5 * (-qx * wx - qy * wy - qz * wz),
         0.5 * (qw * wx + qy * wz - qz * wy),

@@ -29,6 +29,7 @@ class RotorQuadrotor:
     torque_per_thrust_m: float = 0.016  # rotor drag torque / thrust
     max_motor_thrust_n: float = 7.5
     drag_per_kg: float = 0.0
+    wind_enu_mps: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     states: ClassVar[tuple[str, ...]] = ("px", "py", "pz", "vx", "vy", "vz",
                                          "qw", "qx", "qy", "qz", "wx", "wy", "wz")
@@ -60,7 +61,8 @@ class RotorQuadrotor:
         thrust, tx, ty, tz = self.wrench(u)
         jx, jy, jz = self.inertia_kgm2
         return backend(x, u).stack([
-            *thrust_and_rates(x, thrust, (wx, wy, wz), self.mass_kg, self.drag_per_kg),
+            *thrust_and_rates(x, thrust, (wx, wy, wz), self.mass_kg, self.drag_per_kg,
+                              self.wind_enu_mps),
             # Euler's equations: J dw/dt = torque - w x (J w)
             (tx - (jz - jy) * wy * wz) / jx,
             (ty - (jx - jz) * wz * wx) / jy,
