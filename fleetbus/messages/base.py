@@ -57,7 +57,10 @@ def lookup_type(name: str) -> type[Message]:
         import importlib
 
         module, _, attr = name.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise KeyError(f"cannot import message type {name!r}: {exc}") from exc
         if not (isinstance(cls, type) and issubclass(cls, Message)):
             raise KeyError(f"{name!r} is not a fleetbus Message class")
         return cls
@@ -106,21 +109,25 @@ _SCALARS: dict[type, str] = {
 }
 
 
-def _canonical(t: mi.Type) -> str:
+def _canonical(t: mi.Type, expanding: frozenset[type] = frozenset()) -> str:
     scalar = _SCALARS.get(type(t))
     if scalar is not None:
         return scalar
     if isinstance(t, mi.StructType):
-        fields = ",".join(f"{f.encode_name}:{_canonical(f.type)}" for f in t.fields)
-        return f"{getattr(t.cls, '__msgtype__', t.cls.__name__)}{{{fields}}}"
+        name = getattr(t.cls, "__msgtype__", t.cls.__name__)
+        if t.cls in expanding:  # a recursive type refers back to itself: name it only
+            return f"^{name}"
+        inner = expanding | {t.cls}
+        fields = ",".join(f"{f.encode_name}:{_canonical(f.type, inner)}" for f in t.fields)
+        return f"{name}{{{fields}}}"
     if isinstance(t, mi.ListType | mi.VarTupleType | mi.SetType | mi.FrozenSetType):
-        return f"[{_canonical(t.item_type)}]"
+        return f"[{_canonical(t.item_type, expanding)}]"
     if isinstance(t, mi.TupleType):
-        return "(" + ",".join(_canonical(i) for i in t.item_types) + ")"
+        return "(" + ",".join(_canonical(i, expanding) for i in t.item_types) + ")"
     if isinstance(t, mi.DictType):
-        return f"{{{_canonical(t.key_type)}:{_canonical(t.value_type)}}}"
+        return f"{{{_canonical(t.key_type, expanding)}:{_canonical(t.value_type, expanding)}}}"
     if isinstance(t, mi.UnionType):
-        return "|".join(sorted(_canonical(i) for i in t.types))
+        return "|".join(sorted(_canonical(i, expanding) for i in t.types))
     if isinstance(t, mi.LiteralType):
         return "literal(" + ",".join(repr(v) for v in t.values) + ")"
     if isinstance(t, mi.EnumType):

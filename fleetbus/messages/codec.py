@@ -55,7 +55,8 @@ class Codec(Generic[M]):
         self._in = buffers
         try:
             return self._decoder.decode(payload)
-        except (msgspec.MsgspecError, ValueError, TypeError) as exc:  # DecodeError included
+        # DecodeError included; RecursionError: a hostile payload nested ~1000 levels deep.
+        except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as exc:
             raise DecodeError(f"{self.type_name}: {exc}") from None
         finally:
             self._in = ()
@@ -64,9 +65,12 @@ class Codec(Generic[M]):
         if isinstance(obj, np.ndarray):
             if obj.dtype.hasobject:
                 raise TypeError("numpy arrays of Python objects cannot be sent")
-            array = np.ascontiguousarray(obj)
-            self._out.append(array)
-            ref = msgpack.packb([len(self._out) - 1, array.dtype.str, list(array.shape)])
+            if obj.dtype.names is not None:  # dtype.str would be "|V<n>": field names lost
+                raise TypeError("structured numpy arrays cannot be sent; send one array a field")
+            array = np.ascontiguousarray(obj)  # note: 0-d arrays come out 1-d, so obj.shape
+            # datetime64/timedelta64 do not export the buffer protocol ZeroMQ sends with
+            self._out.append(array.view(np.int64) if array.dtype.kind in "mM" else array)
+            ref = msgpack.packb([len(self._out) - 1, array.dtype.str, list(obj.shape)])
             return msgspec.msgpack.Ext(ARRAY_EXT, ref)
         if isinstance(obj, np.generic):
             return obj.item()
@@ -82,6 +86,8 @@ def array_from_ref(ref: bytes | memoryview, buffers: Sequence[Any]) -> np.ndarra
     """Rebuild a read-only array view from an array reference and the received frames."""
     try:
         index, dtype, shape = msgpack.unpackb(ref)
+        if type(index) is not int or not 0 <= index < len(buffers):  # no -1, no True
+            raise IndexError(f"buffer {index!r} of {len(buffers)}")
         array = np.frombuffer(buffers[index], dtype=np.dtype(dtype))
         return array.reshape(shape)
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:

@@ -18,6 +18,8 @@ class QuadrotorCommand(Message):
 
 
 class ShipCommand(Message):
+    """Generalised forces on a surface vessel (3-DOF model; no direct sway force)."""
+
     __msgtype__ = "fleetbus/ShipCommand"
     header: Header = msgspec.field(default_factory=Header)
     surge_force_n: float = 0.0  # along body x, N
@@ -25,6 +27,8 @@ class ShipCommand(Message):
 
 
 class CarCommand(Message):
+    """Longitudinal acceleration and front-wheel steering (kinematic bicycle)."""
+
     __msgtype__ = "fleetbus/CarCommand"
     header: Header = msgspec.field(default_factory=Header)
     acceleration_mps2: float = 0.0  # along the path, m/s²

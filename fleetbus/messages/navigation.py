@@ -19,9 +19,9 @@ class Odometry(Message):
 
     __msgtype__ = "fleetbus/Odometry"
     header: Header = msgspec.field(default_factory=Header)
-    child_frame_id: str = ""
-    pose: Pose = msgspec.field(default_factory=Pose)
-    twist: Twist = msgspec.field(default_factory=Twist)
+    child_frame_id: str = ""  # body frame of the twist, e.g. "base_link"
+    pose: Pose = msgspec.field(default_factory=Pose)  # m and body → ENU, header.frame_id
+    twist: Twist = msgspec.field(default_factory=Twist)  # m/s and rad/s, body FLU
     pose_covariance: list[float] = msgspec.field(default_factory=_zeros36)
     """6x6 row-major over x, y, z (m), roll, pitch, yaw (rad)."""
     twist_covariance: list[float] = msgspec.field(default_factory=_zeros36)
@@ -29,12 +29,14 @@ class Odometry(Message):
 
 
 class Waypoint(Message):
+    """A point to reach in the local ENU frame, with how to approach it."""
+
     __msgtype__ = "fleetbus/Waypoint"
     position: Vector3 = msgspec.field(default_factory=Vector3)  # ENU, m
-    speed_mps: float = 0.0  # desired speed on the way there (0 = vehicle default)
-    acceptance_radius_m: float = 1.0  # reached when this close
-    hold_s: float = 0.0  # wait this long once reached
-    yaw_rad: float | None = None  # desired heading at the waypoint, if any
+    speed_mps: float = 0.0  # m/s on the way there (0 = vehicle default)
+    acceptance_radius_m: float = 1.0  # m: reached when this close
+    hold_s: float = 0.0  # s to wait once reached
+    yaw_rad: float | None = None  # rad, ENU heading at the waypoint, if any
 
 
 class Path(Message):
@@ -42,15 +44,17 @@ class Path(Message):
 
     __msgtype__ = "fleetbus/Path"
     header: Header = msgspec.field(default_factory=Header)
-    poses: list[Pose] = []
-    speeds_mps: list[float] = []
+    poses: list[Pose] = []  # in header.frame_id (ENU), m
+    speeds_mps: list[float] = []  # m/s, one per pose
 
 
 class Mission(Message):
+    """An ordered list of waypoints for one vehicle."""
+
     __msgtype__ = "fleetbus/Mission"
     header: Header = msgspec.field(default_factory=Header)
-    mission_id: str = ""
-    vehicle_id: str = ""
+    mission_id: str = ""  # unique per mission, echoed in progress events
+    vehicle_id: str = ""  # vehicle that flies/sails/drives it
     waypoints: list[Waypoint] = []
     return_home: bool = False  # fly/sail/drive back to the start when done
 
@@ -59,15 +63,15 @@ class GeofenceZone(Message):
     """One zone: a polygon (with holes) or a circle, with its own altitude band."""
 
     __msgtype__ = "fleetbus/GeofenceZone"
-    zone_id: str = ""
+    zone_id: str = ""  # unique within the geofence
     kind: Literal["polygon", "circle"] = "polygon"
     inclusion: bool = True  # True: stay inside; False: keep out
     vertices: list[Vector3] = []  # polygon outline, ENU m (z ignored)
-    holes: list[list[Vector3]] = []
+    holes: list[list[Vector3]] = []  # polygon holes, each an outline, ENU m (z ignored)
     center: Vector3 = msgspec.field(default_factory=Vector3)  # circle centre, ENU m
     radius_m: float = 0.0  # circle radius
-    floor_m: float = float("-inf")  # altitude band of the zone (drones only)
-    ceiling_m: float = float("inf")
+    floor_m: float = float("-inf")  # altitude band of the zone, ENU z m (drones only)
+    ceiling_m: float = float("inf")  # ENU z m
     action: Literal["report", "hold", "return", "land"] = "report"  # on breach
     priority: int = 0  # higher wins when zones disagree
 
@@ -77,7 +81,7 @@ class Geofence(Message):
 
     __msgtype__ = "fleetbus/Geofence"
     header: Header = msgspec.field(default_factory=Header)
-    origin_lat_deg: float = 0.0
-    origin_lon_deg: float = 0.0
-    origin_alt_m: float = 0.0
+    origin_lat_deg: float = 0.0  # WGS84, degrees
+    origin_lon_deg: float = 0.0  # WGS84, degrees
+    origin_alt_m: float = 0.0  # MSL, m
     zones: list[GeofenceZone] = []

@@ -15,25 +15,29 @@ class Clock(Message):
     """Simulation time, published on /clock by the simulator."""
 
     __msgtype__ = "fleetbus/Clock"
-    stamp_ns: int = 0
+    stamp_ns: int = 0  # simulation time, ns since the simulation started
 
 
 class Heartbeat(Message):
+    """Periodic liveness and coarse health of one node."""
+
     __msgtype__ = "fleetbus/Heartbeat"
     header: Header = msgspec.field(default_factory=Header)
-    node: str = ""
+    node: str = ""  # node name
     state: Literal["starting", "ok", "warn", "error", "stopping"] = "ok"
-    pid: int = 0
-    uptime_s: float = 0.0
+    pid: int = 0  # operating-system process id
+    uptime_s: float = 0.0  # s since the node started (wall clock)
 
 
 class Diagnostic(Message):
+    """Health of one component, with key/value details."""
+
     __msgtype__ = "fleetbus/Diagnostic"
     header: Header = msgspec.field(default_factory=Header)
     name: str = ""  # what is diagnosed, e.g. "fusion/gnss"
     level: Literal["ok", "warn", "error", "stale"] = "ok"
-    message: str = ""
-    values: dict[str, str] = {}
+    message: str = ""  # human-readable summary
+    values: dict[str, str] = {}  # details, values as text with units in the key
 
 
 class Event(Message):
@@ -44,18 +48,22 @@ class Event(Message):
     source: str = ""  # node or vehicle that reports it
     kind: str = ""  # e.g. "fault", "breach", "failsafe"
     severity: Literal["info", "warn", "error", "critical"] = "info"
-    message: str = ""
-    data: dict[str, str] = {}
+    message: str = ""  # human-readable description
+    data: dict[str, str] = {}  # details, e.g. {"zone_id": "harbour"}
 
 
 class String(Message):
+    """A text payload (demos, tools)."""
+
     __msgtype__ = "fleetbus/String"
-    data: str = ""
+    data: str = ""  # UTF-8 text
 
 
 class Float64(Message):
+    """A single number (demos, tools); its unit is the topic's."""
+
     __msgtype__ = "fleetbus/Float64"
-    data: float = 0.0
+    data: float = 0.0  # unit given by the topic
 
 
 class Blob(Message):
@@ -63,7 +71,7 @@ class Blob(Message):
 
     __msgtype__ = "fleetbus/Blob"
     header: Header = msgspec.field(default_factory=Header)
-    data: bytes = b""
+    data: bytes = b""  # opaque, application defined
 
 
 class ArrayMsg(Message):
@@ -71,4 +79,4 @@ class ArrayMsg(Message):
 
     __msgtype__ = "fleetbus/ArrayMsg"
     header: Header = msgspec.field(default_factory=Header)
-    data: np.ndarray | None = None
+    data: np.ndarray | None = None  # any shape and non-object dtype; units per topic

@@ -16,8 +16,8 @@ class VehicleState(Message):
 
     __msgtype__ = "fleetbus/VehicleState"
     header: Header = msgspec.field(default_factory=Header)
-    vehicle_id: str = ""
+    vehicle_id: str = ""  # unique name of the vehicle in the simulation
     vehicle_type: Literal["quadrotor", "vessel", "car"] = "quadrotor"
-    pose: Pose = msgspec.field(default_factory=Pose)
-    twist: Twist = msgspec.field(default_factory=Twist)
+    pose: Pose = msgspec.field(default_factory=Pose)  # m, body → ENU
+    twist: Twist = msgspec.field(default_factory=Twist)  # linear m/s ENU, angular rad/s FLU
     acceleration: Vector3 = msgspec.field(default_factory=Vector3)  # world frame, m/s²
