@@ -20,7 +20,14 @@ from rich.console import Console
 
 import fleetbus
 from fleetbus.bus.config import BusConfig
-from fleetbus.messages import CarCommand, Header, QuadrotorCommand, ShipCommand, Vector3
+from fleetbus.messages import (
+    CarCommand,
+    Header,
+    QuadrotorCommand,
+    ShipCommand,
+    Vector3,
+    VehicleState,
+)
 from fleetbus.nodes.simulator import Simulator
 
 VEHICLES = [{"id": "drone1", "type": "quadrotor", "start": {"z": 5.0}},
@@ -33,13 +40,19 @@ COMMANDS = {
 
 
 class Trivial(fleetbus.Node):
-    """Answers every control period with a constant command for its vehicle."""
+    """Reads its vehicle's state and answers every control period with a constant
+    command. (Sensors nobody subscribes to are sampled, not sent.)"""
 
     def setup(self) -> None:
         vehicle = self.param("vehicle", "").value
         make = COMMANDS[vehicle]
+        self.states = 0
+        self.subscribe(f"/{vehicle}/state", VehicleState, self._on_state)
         pub = self.publisher(f"/{vehicle}/cmd", type(make(Header())))
         self.timer(0.05, lambda: pub.publish(make(Header(stamp_ns=self.now_ns()))))
+
+    def _on_state(self, msg: VehicleState) -> None:
+        self.states += 1
 
 
 def main() -> int:

@@ -32,8 +32,8 @@ def run(seed: int, steps: int = 300) -> np.ndarray:
         world.command("car", [1.0, 0.2])
         world.step()
         for vid, v in world.vehicles.items():
-            force, rate = imus[vid].measure(v, v.command, world.dt, rng)
-            out.append(np.concatenate([v.state[:3], force, rate, gnss.measure(v, rng)]))
+            imu = imus[vid].measure(v, world.dt, rng)
+            out.append(np.concatenate([v.state[:3], imu, gnss.geodetic(gnss.measure(v, rng))]))
     return np.array(out)
 
 
@@ -107,9 +107,11 @@ def test_impossible_vehicle_parameters_name_the_parameter():
 
 @pytest.mark.parametrize("kind", ["quadrotor", "vessel", "car"])
 def test_imu_at_rest_reads_gravity_up(kind):
-    v = vehicle(kind, start={"z": 5})
-    u = v.safe_command() if kind == "quadrotor" else np.zeros(2)
-    force, rate = body_motion(v, u)
+    world = World([vehicle(kind, start={"z": 5})])
+    v = world.vehicles[kind]
+    world.command(kind, v.safe_command() if kind == "quadrotor" else np.zeros(2))
+    world.step()
+    force, rate = body_motion(v)
     np.testing.assert_allclose(force, [0, 0, 9.81], atol=1e-9)
     np.testing.assert_allclose(rate, 0, atol=1e-12)
 
@@ -117,7 +119,8 @@ def test_imu_at_rest_reads_gravity_up(kind):
 def test_gnss_scatters_around_the_true_position():
     v = vehicle("car", start={"x": 100.0, "y": -50.0})
     gnss, rng = GnssModel(horizontal_sigma_m=1.0), np.random.default_rng(3)
-    enu = np.array([pymap3d.geodetic2enu(*gnss.measure(v, rng), gnss.origin_lat_deg,
+    enu = np.array([pymap3d.geodetic2enu(*gnss.geodetic(gnss.measure(v, rng)),
+                                         gnss.origin_lat_deg,
                                          gnss.origin_lon_deg, gnss.origin_alt_m)
                     for _ in range(400)])
     np.testing.assert_allclose(enu[:, :2].mean(axis=0), [100.0, -50.0], atol=0.2)

@@ -21,7 +21,8 @@ VEHICLES = [
 
 @pytest.fixture
 def sim(bus):
-    node = Simulator("sim", params={"vehicles": VEHICLES, "speed": 5.0, "seed": 3})
+    node = Simulator("sim", params={"vehicles": VEHICLES, "mode": "scaled", "speed": 5.0,
+                                     "seed": 3})
     bus.start(node)
     return node
 

@@ -100,9 +100,11 @@ class Publisher(Generic[M]):
             raise TypeError(
                 f"{self.topic} carries {self._codec.type_name}, not {type(msg).__name__}"
             )
+        self._seq += 1
+        if not self.subscribers and not self.latched:
+            return  # nobody listens: ZeroMQ would drop it after we paid for encoding it
         node = self._node
         payload, buffers = self._codec.encode(msg)
-        self._seq += 1
         stamp = msg.header.stamp_ns if self._stamped else 0  # type: ignore[attr-defined]
         header = HEADER_ENCODER.encode(
             FrameHeader(

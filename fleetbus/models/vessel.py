@@ -103,8 +103,8 @@ class Vessel:
                   - (self.y_r + self.y_vr * av + self.y_rr * ar) * r)
         d_yaw = (-(self.n_v + self.n_vv * av + self.n_rv * ar) * sv
                  - (self.n_r + self.n_vr * av + self.n_rr * ar) * r)
-        rhs = (u[0] - c_surge - d_surge, -c_sway - d_sway, u[1] - c_yaw - d_yaw)
-        accel = [sum(row[j] * rhs[j] for j in range(3)) for row in self._mass_inverse]
+        f_surge, f_sway, f_yaw = u[0] - c_surge - d_surge, -c_sway - d_sway, u[1] - c_yaw - d_yaw
+        accel = [a * f_surge + b * f_sway + c * f_yaw for a, b, c in self._mass_inverse]
         cos, sin = k.cos(yaw), k.sin(yaw)
         cx, cy = self.current_enu_mps
         return k.stack([

@@ -1,11 +1,13 @@
-"""The simulator on the bus: physics, sensors and the sim clock for a mix of vehicles.
+"""The simulator on the bus: physics, sensors, faults and the sim clock for a mix of
+vehicles.
 
 Parameters: `vehicles` (a list of {id, type, start: {x, y, z, yaw}, params}), `seed`,
-`physics_rate_hz`, `mode` (realtime | lockstep), `speed` (realtime: 1 = real time, k = k
-times faster), `command_timeout_s`, `imu_rate_hz`, `gnss_rate_hz`, `state_rate_hz`, origin
-latitude/longitude/altitude; for lockstep `control_rate_hz`, `lockstep_vehicles` (whose
-controllers are awaited; default all), `lockstep_timeout_s` (wall) and `lockstep_policy`
-(continue | hold).
+`physics_rate_hz`, `mode` (realtime | scaled | lockstep), `speed` (scaled: simulated
+seconds per wall second), `command_timeout_s`, sensor rates, noise and `gnss_latency_s`,
+origin latitude/longitude/altitude, and a fault plan: `fault_plan` (a YAML file) and/or
+`faults` (the same list inline; see fleetbus.sim_bridge.faults); for lockstep `control_rate_hz`,
+`lockstep_vehicles` (whose controllers are awaited; default all), `lockstep_timeout_s`
+(wall) and `lockstep_policy` (continue | hold).
 
 Lockstep: the simulator starts once every awaited controller is connected, then advances
 one control period at a time — only after each awaited vehicle has sent a command stamped
@@ -14,26 +16,32 @@ controllers allow.
 Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand),
 `/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss`, `/<id>/heading`
 and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ships) out;
-`/clock` out.
+`/clock` and `/events` (every fault start and end) out.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fleetbus.bus.node import Node
+from fleetbus.bus.pubsub import Publisher
 from fleetbus.messages import (
     BaroAltitude,
     CarCommand,
     Clock,
+    Event,
     GnssFix,
     Header,
     Heading,
     Imu,
+    Message,
     Pose,
     QuadrotorCommand,
     Quaternion,
@@ -44,13 +52,37 @@ from fleetbus.messages import (
     VehicleState,
     WheelSpeed,
 )
+from fleetbus.sim_bridge.faults import DelayLine, Fault, FaultInjector, load_plan
 from fleetbus.sim_bridge.sensors import GnssModel, ImuModel, ScalarNoise, true_yaw
 from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
 from fleetbus.sim_bridge.world import CommandRejected, World
 
 COMMANDS = {"quadrotor": QuadrotorCommand, "vessel": ShipCommand, "car": CarCommand}
-AUX_TOPIC = {"quadrotor": ("baro", BaroAltitude), "vessel": ("speed_log", SpeedLog),
-             "car": ("wheel_speed", WheelSpeed)}
+SENSOR_PARAMS = {  # name: (default, description); shared by every vehicle
+    "imu_rate_hz": (100.0, "IMU sample rate"),
+    "gnss_rate_hz": (5.0, "GNSS fix rate"),
+    "gnss_latency_s": (0.1, "age of a fix when it is published"),
+    "aux_rate_hz": (10.0, "heading, barometer, wheel speed and speed log rate"),
+    "heading_sigma_rad": (0.01, "heading noise"),
+    "baro_sigma_m": (0.3, "barometric altitude noise"),
+    "speed_sigma_mps": (0.05, "wheel speed and speed log noise"),
+    "origin_lat_deg": (59.9, "WGS84 latitude of the local ENU origin"),
+    "origin_lon_deg": (10.7, "WGS84 longitude of the local ENU origin"),
+    "origin_alt_m": (0.0, "MSL altitude of the local ENU origin"),
+}
+
+
+@dataclass
+class Channel:
+    """One sensor of one vehicle: how often it samples, how to read it (a list of floats,
+    what faults act on) and how to turn a reading into its message."""
+
+    sensor: str
+    every: int  # physics steps between samples
+    latency_s: float
+    read: Callable[[SimVehicle], list[float]]
+    build: Callable[[Header, list[float]], Message]
+    publisher: Publisher
 
 
 def command_vector(msg: Any) -> list[float]:
@@ -83,20 +115,9 @@ def vehicle_state(vehicle: SimVehicle, stamp_ns: int) -> VehicleState:
 class Simulator(Node):
     def setup(self) -> None:
         specs = self.param("vehicles", [], "list of {id, type, start, params}").value
-        rng_seed = self.param("seed", 0, "noise seed: the same seed gives the same run").value
+        seed = self.param("seed", 0, "noise seed: the same seed gives the same run").value
         rate = self.param("physics_rate_hz", 100.0).value
-        self.speed = self.param("speed", 1.0, "simulated seconds per wall second").value
         timeout = self.param("command_timeout_s", 0.5).value
-        self.imu_every = max(1, round(rate / self.param("imu_rate_hz", 100.0).value))
-        self.gnss_every = max(1, round(rate / self.param("gnss_rate_hz", 5.0).value))
-        self.state_every = max(1, round(rate / self.param("state_rate_hz", 50.0).value))
-        self.aux_every = max(1, round(rate / self.param("aux_rate_hz", 10.0).value))
-        self.heading_noise = ScalarNoise(self.param("heading_sigma_rad", 0.01).value)
-        self.baro_noise = ScalarNoise(self.param("baro_sigma_m", 0.3).value)
-        self.speed_noise = ScalarNoise(self.param("speed_sigma_mps", 0.05).value)
-        self.gnss = GnssModel(self.param("origin_lat_deg", 59.9).value,
-                              self.param("origin_lon_deg", 10.7).value,
-                              self.param("origin_alt_m", 0.0).value)
         if not specs:
             raise ValueError("simulator: parameter 'vehicles' lists no vehicle")
         vehicles = []
@@ -108,28 +129,101 @@ class Simulator(Node):
             vehicles.append(SimVehicle(spec["id"], kind, model,
                                        initial_state(kind, model, spec.get("start", {}))))
         self.world = World(vehicles, 1.0 / rate, timeout)
-        self.rng = np.random.default_rng(rng_seed)
-        self.imus = {v.id: ImuModel() for v in vehicles}
+        # Two streams from one seed: a fault plan does not change the sensors' noise.
+        self.rng, fault_rng = (np.random.default_rng(s)
+                               for s in np.random.SeedSequence(seed).spawn(2))
+        kinds = {v.id: v.kind for v in vehicles}
+        plan_file = self.param("fault_plan", "", "YAML file of faults").value
+        plan = (load_plan(Path(plan_file), kinds) if plan_file else []) + load_plan(
+            self.param("faults", [], "faults given inline").value, kinds)
+        self.faults = FaultInjector(plan, fault_rng)
+        self.delayed = DelayLine()
+        self.state_every = max(1, round(rate / self.param("state_rate_hz", 50.0).value))
         self.clock_pub = self.publisher("/clock", Clock, latched=True)  # late joiners: now
-        self.outputs = {}
+        self.events = self.publisher("/events", Event, depth=1000)
+        self.state_pubs = {v.id: self.publisher(f"/{v.id}/state", VehicleState)
+                           for v in vehicles}
+        sensing = {name: self.param(name, default, text).value
+                   for name, (default, text) in SENSOR_PARAMS.items()}
+        self.channels = {v.id: self._channels(v, rate, sensing) for v in vehicles}
         for v in vehicles:
-            self.outputs[v.id] = (self.publisher(f"/{v.id}/state", VehicleState),
-                                  self.publisher(f"/{v.id}/imu", Imu),
-                                  self.publisher(f"/{v.id}/gnss", GnssFix),
-                                  self.publisher(f"/{v.id}/heading", Heading),
-                                  self.publisher(f"/{v.id}/{AUX_TOPIC[v.kind][0]}",
-                                                 AUX_TOPIC[v.kind][1]))
             self.subscribe(f"/{v.id}/cmd", COMMANDS[v.kind],
                            lambda msg, vid=v.id: self.on_command(vid, msg))
-        self.mode = self.param("mode", "realtime", "realtime | lockstep").value
+        self.mode = self.param("mode", "realtime", "realtime | scaled | lockstep").value
+        self.speed = self.param("speed", 1.0, "scaled: simulated seconds per wall second").value
         if self.mode == "lockstep":
             self._setup_lockstep(rate, [v.id for v in vehicles])
-        elif self.mode == "realtime":
+        elif self.mode in ("realtime", "scaled"):
+            if self.mode == "realtime" and self.speed != 1.0:
+                raise ValueError(f"simulator: speed {self.speed} needs mode 'scaled'")
+            if not self.speed > 0:
+                raise ValueError(f"simulator: speed must be positive, got {self.speed}")
             # Wall-clock ticks of at most 10 ms; each advances `speed` times as much.
             self.steps_per_tick = max(1, round(self.speed * rate * 0.01))
             self.timer(self.steps_per_tick / (rate * self.speed), self.tick)
         else:
-            raise ValueError(f"simulator: mode must be realtime or lockstep, not {self.mode!r}")
+            raise ValueError(f"simulator: mode must be realtime, scaled or lockstep, "
+                             f"not {self.mode!r}")
+
+    def _channels(self, v: SimVehicle, rate: float, p: dict[str, Any]) -> list[Channel]:
+        """The sensors of one vehicle: IMU, GNSS and heading for all, and the vehicle
+        type's own speed or height sensor."""
+        def every(name: str) -> int:
+            return max(1, round(rate / p[name]))
+
+        imu, imu_every = ImuModel(), every("imu_rate_hz")
+        gnss = GnssModel(p["origin_lat_deg"], p["origin_lon_deg"], p["origin_alt_m"])
+        heading_noise = ScalarNoise(p["heading_sigma_rad"])
+        aux_every = every("aux_rate_hz")
+        h_var, g_var, v_var = (heading_noise.sigma ** 2, gnss.horizontal_sigma_m ** 2,
+                               gnss.vertical_sigma_m ** 2)
+        dt = self.world.dt * imu_every
+
+        def publisher(name: str, msg_type: type[Message]) -> Publisher:
+            return self.publisher(f"/{v.id}/{name}", msg_type)
+
+        def build_gnss(header: Header, enu: list[float]) -> GnssFix:
+            lat, lon, alt = gnss.geodetic(enu)
+            return GnssFix(header=Header(stamp_ns=header.stamp_ns, frame_id=f"{v.id}/gnss"),
+                           latitude_deg=lat, longitude_deg=lon, altitude_m=alt, fix_type=3,
+                           satellites=12,
+                           position_covariance=[g_var, 0, 0, 0, g_var, 0, 0, 0, v_var])
+
+        channels = [
+            Channel("imu", imu_every, 0.0, lambda v: imu.measure(v, dt, self.rng),
+                    lambda h, r: Imu(header=h, linear_acceleration=Vector3(x=r[0], y=r[1],
+                                                                           z=r[2]),
+                                     angular_velocity=Vector3(x=r[3], y=r[4], z=r[5])),
+                    publisher("imu", Imu)),
+            Channel("gnss", every("gnss_rate_hz"), p["gnss_latency_s"],
+                    lambda v: gnss.measure(v, self.rng), build_gnss, publisher("gnss", GnssFix)),
+            Channel("heading", aux_every, 0.0,
+                    lambda v: heading_noise.measure(true_yaw(v), self.rng),
+                    lambda h, r: Heading(header=h, yaw_rad=math.remainder(r[0], math.tau),
+                                         variance=h_var),
+                    publisher("heading", Heading)),
+        ]
+        if v.kind == "quadrotor":
+            baro = ScalarNoise(p["baro_sigma_m"])
+            channels.append(Channel(
+                "baro", aux_every, 0.0, lambda v: baro.measure(v.state[2], self.rng),
+                lambda h, r: BaroAltitude(header=h, altitude_m=r[0], variance=baro.sigma ** 2),
+                publisher("baro", BaroAltitude)))
+        else:
+            speed = ScalarNoise(p["speed_sigma_mps"])
+            if v.kind == "car":
+                channels.append(Channel(
+                    "wheel_speed", aux_every, 0.0, lambda v: speed.measure(v.state[3], self.rng),
+                    lambda h, r: WheelSpeed(header=h, speed_mps=r[0], variance=speed.sigma ** 2),
+                    publisher("wheel_speed", WheelSpeed)))
+            else:
+                channels.append(Channel(
+                    "speed_log", aux_every, 0.0,
+                    lambda v: speed.measure(v.state[3:5], self.rng),
+                    lambda h, r: SpeedLog(header=h, surge_mps=r[0], sway_mps=r[1],
+                                          variance=speed.sigma ** 2),
+                    publisher("speed_log", SpeedLog)))
+        return channels
 
     def _setup_lockstep(self, rate: float, vehicle_ids: list[str]) -> None:
         control_rate = self.param("control_rate_hz", 20.0).value
@@ -146,14 +240,18 @@ class Simulator(Node):
         self.timer(0.01, self._lockstep_watchdog)  # wall time: the node follows no /clock
 
     def on_command(self, vehicle_id: str, msg: Any) -> None:
-        try:
-            self.world.command(vehicle_id, command_vector(msg))
-        except CommandRejected as exc:
-            self._count("rejected_command", str(exc))
-            return
+        lost = self.faults.link_lost(vehicle_id, self.world.time_s)
+        if lost is not None:  # the command never arrives: the vehicle goes stale, safely
+            lost.affected += 1
+        else:
+            try:
+                self.world.command(vehicle_id, command_vector(msg))
+            except CommandRejected as exc:
+                self._count("rejected_command", str(exc))
+                return
         if self.mode == "lockstep" and self.waiting is not None:
             if msg.header.stamp_ns >= self._clock_ns():
-                self.waiting.discard(vehicle_id)
+                self.waiting.discard(vehicle_id)  # the controller answered, link or not
             if not self.waiting:
                 self._advance()
 
@@ -187,49 +285,56 @@ class Simulator(Node):
     def tick(self) -> None:
         for _ in range(self.steps_per_tick):
             self.world.step()
+            self._announce_faults()
             self._sense()
-        self.clock_pub.publish(Clock(stamp_ns=round(self.world.time_s * 1e9)))
+        self.clock_pub.publish(Clock(stamp_ns=self._clock_ns()))
 
     def _sense(self) -> None:
-        step, stamp = self.world.steps, round(self.world.time_s * 1e9)
+        step, t, stamp = self.world.steps, self.world.time_s, self._clock_ns()
         for v in self.world.vehicles.values():
-            state_pub, imu_pub, gnss_pub, heading_pub, aux_pub = self.outputs[v.id]
-            u = v.command if v.command is not None else v.safe_command()
-            if step % self.state_every == 0:
-                state_pub.publish(vehicle_state(v, stamp))
-            if step % self.imu_every == 0:
-                force, rate = (a.tolist() for a in
-                               self.imus[v.id].measure(v, u, self.world.dt, self.rng))
-                imu_pub.publish(Imu(header=Header(stamp_ns=stamp, frame_id=f"{v.id}/base"),
-                                    angular_velocity=Vector3(x=rate[0], y=rate[1], z=rate[2]),
-                                    linear_acceleration=Vector3(x=force[0], y=force[1],
-                                                                z=force[2])))
-            if step % self.aux_every == 0:
-                self._aux(v, stamp, heading_pub, aux_pub)
-            if step % self.gnss_every == 0:
-                lat, lon, alt = self.gnss.measure(v, self.rng)
-                sigma2 = self.gnss.horizontal_sigma_m ** 2
-                gnss_pub.publish(GnssFix(header=Header(stamp_ns=stamp, frame_id=f"{v.id}/gnss"),
-                                         latitude_deg=lat, longitude_deg=lon, altitude_m=alt,
-                                         fix_type=3, satellites=12,
-                                         position_covariance=[sigma2, 0, 0, 0, sigma2, 0, 0, 0,
-                                                              self.gnss.vertical_sigma_m ** 2]))
+            if step % self.state_every == 0 and self.state_pubs[v.id].subscribers:
+                self.state_pubs[v.id].publish(vehicle_state(v, stamp))
+            if self.faults.link_lost(v.id, t) is not None:
+                continue
+            for ch in self.channels[v.id]:
+                if step % ch.every:
+                    continue
+                # Read even when nobody listens: the noise stream must not depend on it.
+                out = self.faults.apply(v.id, ch.sensor, t, ch.read(v))
+                if out is None or not ch.publisher.subscribers:
+                    continue
+                reading, delay = out
+                msg = ch.build(Header(stamp_ns=stamp, frame_id=f"{v.id}/base"), reading)
+                if delay + ch.latency_s > 0:  # stamped when measured, sent when due
+                    self.delayed.push(t + delay + ch.latency_s,
+                                      lambda pub=ch.publisher, msg=msg: pub.publish(msg))
+                else:
+                    ch.publisher.publish(msg)
+        self.delayed.release(t)
 
-    def _aux(self, v: SimVehicle, stamp: int, heading_pub: Any, aux_pub: Any) -> None:
-        """Heading for every vehicle, and the vehicle type's own speed or height sensor."""
-        header = Header(stamp_ns=stamp, frame_id=f"{v.id}/base")
-        yaw = float(self.heading_noise.measure(true_yaw(v), self.rng))
-        heading_pub.publish(Heading(header=header, yaw_rad=math.remainder(yaw, math.tau),
-                                    variance=self.heading_noise.sigma ** 2))
-        if v.kind == "quadrotor":
-            altitude = float(self.baro_noise.measure(v.state[2], self.rng))
-            aux_pub.publish(BaroAltitude(header=header, altitude_m=altitude,
-                                         variance=self.baro_noise.sigma ** 2))
-        elif v.kind == "car":
-            speed = float(self.speed_noise.measure(v.state[3], self.rng))
-            aux_pub.publish(WheelSpeed(header=header, speed_mps=speed,
-                                       variance=self.speed_noise.sigma ** 2))
-        else:
-            surge, sway = self.speed_noise.measure(v.state[3:5], self.rng).tolist()
-            aux_pub.publish(SpeedLog(header=header, surge_mps=surge, sway_mps=sway,
-                                     variance=self.speed_noise.sigma ** 2))
+    def _announce_faults(self) -> None:
+        for fault, change in self.faults.transitions(self.world.time_s):
+            self.events.publish(fault_event(fault, change, self._clock_ns(), self.name))
+            self.log.info("%s: fault %d (%s on %s) %s at sim time %.3f s", self.name,
+                          fault.index, fault.name, fault.target,
+                          "starts" if change == "start" else "ends", self.world.time_s)
+
+    def teardown(self) -> None:
+        """The end-of-run summary of the fault plan, in the log."""
+        for row in self.faults.summary():
+            self.log.info("%s: fault %d %s on %s, %.3f-%s s: %s, %d readings/commands "
+                          "affected", self.name, row["index"], row["type"], row["target"],
+                          row["start_s"], f"{row['end_s']:.3f}" if math.isfinite(row["end_s"])
+                          else "end", "ended" if row["ended"] else
+                          "active at the end" if row["started"] else "never started",
+                          row["affected"])
+        super().teardown()
+
+
+def fault_event(fault: Fault, change: str, stamp_ns: int, source: str) -> Event:
+    return Event(header=Header(stamp_ns=stamp_ns), source=source, kind=f"fault_{change}",
+                 severity="warn", message=f"fault {fault.index} ({fault.name}) on "
+                 f"{fault.target} {'starts' if change == 'start' else 'ends'}",
+                 data={"index": str(fault.index), "type": fault.type, "name": fault.name,
+                       "vehicle": fault.vehicle, "sensor": fault.sensor or "",
+                       "affected": str(fault.affected)})

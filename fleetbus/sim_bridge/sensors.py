@@ -11,26 +11,27 @@ from fleetbus.models.quadrotor import GRAVITY
 from fleetbus.sim_bridge.vehicles import SimVehicle
 
 
-def body_motion(vehicle: SimVehicle, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(specific force, angular rate) in the body frame (FLU): what a perfect IMU reads.
-    At rest on level ground the specific force is (0, 0, +g)."""
-    x = vehicle.state
+def body_motion(vehicle: SimVehicle) -> tuple[list[float], list[float]]:
+    """(specific force, angular rate) in the body frame (FLU) over the last physics step:
+    what a perfect IMU integrates. At rest on level ground the specific force is (0, 0, +g).
+    Plain floats: this runs for every vehicle at the IMU rate."""
+    x, rates = vehicle.state.tolist(), vehicle.rate.tolist()
     if vehicle.kind == "quadrotor":
-        accel_world = vehicle.model.f(x, u)[3:6] + np.array([0.0, 0.0, GRAVITY])
+        ax, ay, az = rates[3], rates[4], rates[5] + GRAVITY  # world frame
         qw, qx, qy, qz = x[6:10]
-        rotation = np.array([  # body → world
-            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)],
-            [2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)],
-            [2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)],
-        ])
-        return rotation.T @ accel_world, np.asarray(u[1:4], float)
-    rates = vehicle.model.f(x, u)
+        # the transpose of the body → world rotation, applied to the world acceleration
+        return ([(1 - 2 * (qy * qy + qz * qz)) * ax + 2 * (qx * qy + qw * qz) * ay
+                 + 2 * (qx * qz - qw * qy) * az,
+                 2 * (qx * qy - qw * qz) * ax + (1 - 2 * (qx * qx + qz * qz)) * ay
+                 + 2 * (qy * qz + qw * qx) * az,
+                 2 * (qx * qz + qw * qy) * ax + 2 * (qy * qz - qw * qx) * ay
+                 + (1 - 2 * (qx * qx + qy * qy)) * az],
+                vehicle.applied[1:4].tolist())
     if vehicle.kind == "car":
         speed, yaw_rate = x[3], rates[2]
-        return np.array([rates[3], speed * yaw_rate, GRAVITY]), np.array([0.0, 0.0, yaw_rate])
+        return [rates[3], speed * yaw_rate, GRAVITY], [0.0, 0.0, yaw_rate]
     su, sv, r = x[3], x[4], x[5]  # vessel: body acceleration is dnu/dt + w x nu
-    return (np.array([rates[3] - r * sv, rates[4] + r * su, GRAVITY]),
-            np.array([0.0, 0.0, r]))
+    return [rates[3] - r * sv, rates[4] + r * su, GRAVITY], [0.0, 0.0, r]
 
 
 @dataclass
@@ -41,18 +42,21 @@ class ImuModel:
     accel_bias_walk: float = 1e-3  # m/s² per √s
 
     def __post_init__(self) -> None:
-        self.gyro_bias = np.zeros(3)
-        self.accel_bias = np.zeros(3)
+        self.gyro_bias = [0.0, 0.0, 0.0]
+        self.accel_bias = [0.0, 0.0, 0.0]
 
-    def measure(self, vehicle: SimVehicle, u: np.ndarray, dt: float,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        force, rate = body_motion(vehicle, u)
-        noise = rng.standard_normal(12)  # one draw: the IMU runs at the physics rate
-        root_dt = np.sqrt(dt)
-        self.gyro_bias += noise[0:3] * (self.gyro_bias_walk * root_dt)
-        self.accel_bias += noise[3:6] * (self.accel_bias_walk * root_dt)
-        return (force + self.accel_bias + noise[6:9] * self.accel_noise_mps2,
-                rate + self.gyro_bias + noise[9:12] * self.gyro_noise_rps)
+    def measure(self, vehicle: SimVehicle, dt: float, rng: np.random.Generator) -> list[float]:
+        """[force x, y, z, rate x, y, z] with noise and biases that walked for `dt`."""
+        force, rate = body_motion(vehicle)
+        n = rng.standard_normal(12).tolist()  # one draw: the IMU runs at the physics rate
+        gyro_walk, accel_walk = self.gyro_bias_walk * dt ** 0.5, self.accel_bias_walk * dt ** 0.5
+        gb = self.gyro_bias = [b + w * gyro_walk for b, w in zip(self.gyro_bias, n[0:3],
+                                                                 strict=True)]
+        ab = self.accel_bias = [b + w * accel_walk for b, w in zip(self.accel_bias, n[3:6],
+                                                                   strict=True)]
+        an, gn = self.accel_noise_mps2, self.gyro_noise_rps
+        return ([f + b + w * an for f, b, w in zip(force, ab, n[6:9], strict=True)]
+                + [g + b + w * gn for g, b, w in zip(rate, gb, n[9:12], strict=True)])
 
 
 @dataclass
@@ -63,15 +67,18 @@ class GnssModel:
     horizontal_sigma_m: float = 1.0
     vertical_sigma_m: float = 2.0
 
-    def measure(self, vehicle: SimVehicle,
-                rng: np.random.Generator) -> tuple[float, float, float]:
-        """(latitude °, longitude °, altitude m) of the noisy position."""
+    def measure(self, vehicle: SimVehicle, rng: np.random.Generator) -> list[float]:
+        """[east, north, up] (m) of the noisy position: faults apply in metres."""
         x = vehicle.state
         up = x[2] if vehicle.kind == "quadrotor" else 0.0
-        e, n = x[:2] + rng.normal(0.0, self.horizontal_sigma_m, 2)
-        u = up + rng.normal(0.0, self.vertical_sigma_m)
-        lat, lon, alt = pymap3d.enu2geodetic(e, n, u, self.origin_lat_deg,
-                                             self.origin_lon_deg, self.origin_alt_m)
+        noise = rng.normal(0.0, 1.0, 3) * (self.horizontal_sigma_m, self.horizontal_sigma_m,
+                                           self.vertical_sigma_m)
+        return [x[0] + noise[0], x[1] + noise[1], up + noise[2]]
+
+    def geodetic(self, enu: list[float]) -> tuple[float, float, float]:
+        """(latitude °, longitude °, altitude m MSL) of a local ENU position."""
+        lat, lon, alt = pymap3d.enu2geodetic(*enu, self.origin_lat_deg, self.origin_lon_deg,
+                                             self.origin_alt_m)
         return float(lat), float(lon), float(alt)
 
 
@@ -81,8 +88,9 @@ class ScalarNoise:
 
     sigma: float
 
-    def measure(self, true_value: float | np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return np.asarray(true_value) + rng.normal(0.0, self.sigma, np.shape(true_value))
+    def measure(self, true_value: float | np.ndarray, rng: np.random.Generator) -> list[float]:
+        return (np.atleast_1d(true_value) + rng.normal(0.0, self.sigma,
+                                                       np.size(true_value))).tolist()
 
 
 def true_yaw(vehicle: SimVehicle) -> float:

@@ -50,10 +50,14 @@ class SimVehicle:
     rejected_commands: int = 0
     lower: np.ndarray = field(init=False)
     upper: np.ndarray = field(init=False)
+    applied: np.ndarray = field(init=False)  # the input of the last physics step
+    rate: np.ndarray = field(init=False)  # mean state derivative over the last step
 
     def __post_init__(self) -> None:
         lower, upper = self.model.input_bounds
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
+        self.applied = self.safe_command()
+        self.rate = np.zeros_like(self.state)  # at rest
 
     def safe_command(self) -> np.ndarray:
         """Hover in place (quadrotor), no thrust (vessel), brake (car)."""
