@@ -78,7 +78,25 @@ def test_vehicles_include_args_and_sets_expand(tmp_path):
     assert nodes["/drone1/sink"].params == {"setup_delay": 0.25}
 
 
+def test_the_simulator_takes_the_graph_vehicles_with_their_model_overrides(tmp_path):
+    path = write(tmp_path, """
+        args: {mass: 2.5}
+        vehicles:
+          - {id: drone1, type: quadrotor, start: {z: 3}, model: {mass_kg: "${mass}"}}
+          - {id: car1, type: car}
+        nodes:
+          - {name: sim, class: "fleetbus.nodes.simulator:Simulator",
+             params: {vehicles: "${vehicles}"}}
+        """)
+    (sim,) = Graph.load(str(path)).nodes
+    assert sim.params["vehicles"] == [
+        {"id": "drone1", "type": "quadrotor", "start": {"z": 3.0}, "params": {"mass_kg": 2.5}},
+        {"id": "car1", "type": "car", "start": {}, "params": {}}]
+    assert check(path).returncode == 0  # and the simulator accepts them
+
+
 @pytest.mark.parametrize("text, expected", [
+    ("vehicles:\n  - {id: b1, type: blimp}\n", ":2:20: Invalid enum value 'blimp'"),
     ("nodes:\n  - name: a\n   class: [\n", ":3:4: invalid YAML"),
     ("nodes:\n  - {name: a, class: 'x:Y', restart: sometimes}\n", ":2:38: Invalid enum value"),
     ("nodes:\n  - {name: a, class: 'x:Y', colour: red}\n", "unknown field `colour`"),

@@ -142,3 +142,56 @@ def test_each_vehicle_type_gets_its_own_sensors(bus, sim):
     assert got["/ship1/heading"][-1].yaw_rad == pytest.approx(0.0, abs=0.1)
     topics = {pub.topic for pub in graph_nodes(bus.config)["/sim"].publishers}
     assert "/drone1/baro" in topics and "/car1/baro" not in topics  # no barometer on a car
+
+
+FAULT_PLAN = """
+faults:
+  - {at: 1.0, for: 1.0, target: car1/gnss, type: "off"}   # PX4's name for a dropout
+  - {at: 2.5, for: 0.5, target: car1, type: link_loss}
+"""
+
+
+def test_a_fault_plan_drops_readings_cuts_the_link_and_reports_each_fault(bus, tmp_path,
+                                                                          caplog):
+    from fleetbus.messages import Event
+
+    plan = tmp_path / "faults.yaml"
+    plan.write_text(FAULT_PLAN)
+    sim = Simulator("sim", params={
+        "vehicles": VEHICLES[:1], "mode": "lockstep", "seed": 7, "fault_plan": str(plan),
+        "command_timeout_s": 0.2, "gnss_latency_s": 0.0})
+    fixes: list[GnssFix] = []
+    events: list[Event] = []
+
+    def recorder(node):
+        node.subscribe("/car1/gnss", GnssFix, fixes.append)
+        node.subscribe("/events", Event, events.append, depth=100)
+
+    bus.node("rec", recorder)
+    bus.start(sim)
+    bus.start(Driver("driver", config=BusConfig.from_env(clock="sim")))
+    wait_until(lambda: sim.world.time_s >= 4.0, timeout=60, what="4 s of sim time")
+    with caplog.at_level("INFO", logger="fleetbus"):
+        sim.stop()
+        sim.stopped.wait(5)
+
+    stamps = [f.header.stamp_ns / 1e9 for f in fixes]
+    assert any(t < 1.0 for t in stamps) and any(t >= 2.0 for t in stamps)
+    assert not [t for t in stamps if 1.0 <= t < 2.0]  # nothing while the receiver was off
+    assert [(e.kind, e.data["index"], e.data["type"]) for e in events] == [
+        ("fault_start", "0", "dropout"), ("fault_end", "0", "dropout"),
+        ("fault_start", "1", "link_loss"), ("fault_end", "1", "link_loss")]
+    assert [e.header.stamp_ns for e in events] == [1_000_000_000, 2_000_000_000,
+                                                   2_500_000_000, 3_000_000_000]
+    dropout, link = sim.faults.faults
+    assert dropout.affected == 5  # 1 s of a 5 Hz receiver
+    assert link.affected == 10  # 0.5 s of 20 Hz commands never arrived...
+    assert sim.world.vehicles["car1"].stale_steps > 0  # ...so the car fell back to braking
+    assert "fault 1 link_loss on car1, 2.500-3.000 s: ended, 10" in caplog.text
+
+
+def test_a_fault_plan_naming_a_missing_sensor_fails_setup_by_name(bus):
+    node = Simulator("bad", params={"vehicles": VEHICLES[:1], "faults": [
+        {"at": 0, "target": "car1/baro", "type": "stuck"}]})
+    bus.start(node, check=False)
+    assert "car1 has no sensor 'baro'" in str(node.setup_error)

@@ -62,8 +62,14 @@ class Vehicle(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     type: VehicleType
     start: dict[str, float] = {}
     """Start pose: x, y, z (m, ENU) and yaw (rad)."""
+    model: dict[str, Any] = {}
+    """Vehicle model parameter overrides, e.g. {mass_kg: 2.0}."""
     params: dict[str, dict[str, Any]] = {}
     """Per-node parameter overlays: {node name: {param: value}}."""
+
+    def simulated(self) -> dict[str, Any]:
+        """This vehicle as the simulator's `vehicles` parameter lists it."""
+        return {"id": self.id, "type": self.type, "start": self.start, "params": self.model}
 
 
 class Include(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +91,8 @@ class GraphFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     include: list[Include] = []
     nodes: list[NodeSpec] = []
     vehicles: list[Vehicle] = []
+    """The vehicles of the graph; `${vehicles}` is this list for the simulator's
+    `vehicles` parameter."""
     vehicle_nodes: list[NodeSpec] = []
     """Template: these nodes run once per vehicle, in the namespace /<vehicle id>, with
     the parameters `vehicle_id`, `vehicle_type` and `start` added."""

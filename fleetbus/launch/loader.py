@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from fleetbus.launch.graph import Graph, GraphFile, NodeSpec
+from fleetbus.launch.graph import Graph, GraphFile, NodeSpec, Vehicle
 
 _ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
@@ -143,14 +143,23 @@ def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, 
     raw_args = source.data.get("args") or {}
     merged = {**raw_args, **args} if isinstance(raw_args, dict) else args
     missing: list[tuple[list[str | int], str]] = []
-    data = _substitute({k: v for k, v in source.data.items() if k != "vehicle_nodes"},
-                       merged, [], missing)
+    raw_vehicles = _substitute(source.data.get("vehicles", []), merged, ["vehicles"], missing)
+    if missing:
+        raise _unknown_args(source, missing)
+    try:  # first: the nodes may refer to the vehicles list as ${vehicles}
+        vehicles = msgspec.convert(raw_vehicles, list[Vehicle])
+    except msgspec.ValidationError as exc:
+        raise GraphError([source.problem(["vehicles", *_error_path(exc)],
+                                         str(exc).split(" - at ")[0])]) from None
+    merged = {"vehicles": [v.simulated() for v in vehicles], **merged}
+    data = _substitute({k: v for k, v in source.data.items()
+                        if k not in ("vehicle_nodes", "vehicles")}, merged, [], missing)
     template = source.data.get("vehicle_nodes", [])
     if missing:
-        raise GraphError([source.problem(p, f"unknown argument ${{{name}}} (declare it under "
-                                            "args: or pass --set)") for p, name in missing])
+        raise _unknown_args(source, missing)
     try:
-        spec = msgspec.convert({**data, "vehicle_nodes": []}, GraphFile)
+        spec = msgspec.convert({**data, "vehicles": raw_vehicles, "vehicle_nodes": []},
+                               GraphFile)
     except msgspec.ValidationError as exc:
         raise GraphError([source.problem(_error_path(exc), str(exc).split(" - at ")[0])]
                          ) from None
@@ -185,6 +194,11 @@ def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, 
                 params={**node.params, **overlay},
             )
             _add(graph, _place(node, namespace), source.where(["vehicle_nodes", t_index]))
+
+
+def _unknown_args(source: _Source, missing: list[tuple[list[str | int], str]]) -> GraphError:
+    return GraphError([source.problem(p, f"unknown argument ${{{name}}} (declare it under "
+                                         "args: or pass --set)") for p, name in missing])
 
 
 def _add(graph: Graph, node: NodeSpec, where: tuple[str, int, int]) -> None:
