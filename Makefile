@@ -23,6 +23,8 @@ bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,ops
 	$(PY) -m benchmarks.report
 	$(PY) -m benchmarks.launch_time
+	$(PY) -m benchmarks.sim_rtf
+	$(PY) -m benchmarks.sim_rtf --processes
 
 bench-check: $(STAMP)
 	$(PY) -m benchmarks.report --quick --check benchmarks/results/baseline.json

@@ -4,7 +4,8 @@
     python -m benchmarks.sim_rtf [--sim-seconds 30] [--processes]
 
 With --processes every controller runs in its own process (ipc); otherwise all nodes
-share this process (inproc).
+share this process (inproc). The floor is the same simulator's physics and sensors
+stepped in a plain loop: no bus traffic, no controllers to wait for.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Trivial(fleetbus.Node):
         make = COMMANDS[vehicle]
         self.states = 0
         self.subscribe(f"/{vehicle}/state", VehicleState, self._on_state)
-        pub = self.publisher(f"/{vehicle}/cmd", type(make(Header())))
+        pub = self.publisher(f"/{vehicle}/cmd", type(make(Header())), latched=True)
         self.timer(0.05, lambda: pub.publish(make(Header(stamp_ns=self.now_ns()))))
 
     def _on_state(self, msg: VehicleState) -> None:
@@ -85,11 +86,25 @@ def main() -> int:
     for child in children:
         child.send_signal(2)
         child.wait(10)
+    floor = floor_rtf(args.sim_seconds)
+    rtf = sim_done / wall
     where = "controllers in 3 processes (ipc)" if args.processes else "one process (inproc)"
     Console().print(f"lockstep, 3 vehicles, 100 Hz physics, 20 Hz control, {where}: "
                     f"{sim_done:.1f} sim s in {wall:.2f} wall s = real-time factor "
-                    f"[bold]{sim_done / wall:.0f}x[/] (goal >= 50x); lockstep timeouts: {timeouts}")
+                    f"[bold]{rtf:.0f}x[/] (goal >= 50x); lockstep timeouts: {timeouts}; "
+                    f"floor (physics and sensors alone) {floor:.0f}x, ratio {rtf / floor:.2f}")
     return 0
+
+
+def floor_rtf(sim_seconds: float) -> float:
+    """The simulator's own work per sim second, ticked in a plain loop (never started:
+    its publishers have no subscribers, so only the clock is sent)."""
+    sim = Simulator("floor", params={"vehicles": VEHICLES, "mode": "lockstep"})
+    sim.setup()
+    start = time.perf_counter()
+    while sim.world.time_s < sim_seconds:
+        sim.tick()
+    return sim.world.time_s / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

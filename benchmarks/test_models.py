@@ -1,6 +1,6 @@
 """Per-step cost of each vehicle model (`python -m pytest benchmarks --benchmark-only`):
-one RK4 step evaluated with numpy — what the simulator runs — against the same step
-built from the same code as a CasADi Function and evaluated numerically."""
+one RK4 step on lists of floats — what the simulator runs — against the same code on
+numpy arrays (the floor: plain numpy) and as a CasADi Function evaluated numerically."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ CASES = {
     "quadrotor": (Quadrotor(), [0, 0, 10, 0, 0, 0, 1, 0, 0, 0], [14.7, 0.1, 0, 0]),
     "vessel": (Vessel(current_enu_mps=(0.1, 0.0)), [0, 0, 0, 1.0, 0, 0], [8.0, 0.1]),
 }
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_float_list_rk4_step(benchmark, name):
+    model, x, u = CASES[name]
+    benchmark.group = f"{name} RK4 step"
+    out = benchmark(rk4, model.f, [float(v) for v in x], [float(v) for v in u], DT)
+    assert out == rk4(model.f, np.array(x, float), np.array(u, float), DT).tolist()  # same bits
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

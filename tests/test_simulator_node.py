@@ -89,7 +89,7 @@ class Driver(fleetbus.Node):
     control period, stamped with the sim time it answers for."""
 
     def setup(self) -> None:
-        self.pub = self.publisher("/car1/cmd", CarCommand)
+        self.pub = self.publisher("/car1/cmd", CarCommand, latched=True)
         self.timer(0.05, lambda: self.pub.publish(CarCommand(
             header=Header(stamp_ns=self.now_ns()), acceleration_mps2=1.0, steering_rad=0.1)))
 

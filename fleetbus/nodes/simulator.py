@@ -12,7 +12,9 @@ origin latitude/longitude/altitude, and a fault plan: `fault_plan` (a YAML file)
 Lockstep: the simulator starts once every awaited controller is connected, then advances
 one control period at a time — only after each awaited vehicle has sent a command stamped
 at or after the current sim time. A run is then the same every time, and as fast as the
-controllers allow.
+controllers allow. Controllers should publish their commands `latched`: a command sent
+while the link to the simulator is still forming is then re-sent when it forms, not lost
+(a lost one costs a lockstep timeout, and the run its reproducibility).
 Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand),
 `/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss`, `/<id>/heading`
 and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ships) out;
