@@ -195,3 +195,18 @@ def test_a_fault_plan_naming_a_missing_sensor_fails_setup_by_name(bus):
         {"at": 0, "target": "car1/baro", "type": "stuck"}]})
     bus.start(node, check=False)
     assert "car1 has no sensor 'baro'" in str(node.setup_error)
+
+
+def test_gnss_fixes_are_published_their_latency_after_they_are_measured(bus):
+    sim = Simulator("sim", params={"vehicles": VEHICLES[:1], "mode": "lockstep",
+                                   "gnss_latency_s": 0.3})
+    fixes: list[GnssFix] = []
+    bus.node("rec", lambda n: n.subscribe("/car1/gnss", GnssFix, fixes.append))
+    bus.start(sim)
+    bus.start(Driver("driver", config=BusConfig.from_env(clock="sim")))
+    wait_until(lambda: fixes and sim.world.time_s >= 2.0, timeout=60, what="2 s of sim time")
+    sim.stop()
+    sim.stopped.wait(5)
+    newest = max(f.header.stamp_ns for f in fixes) / 1e9
+    assert newest <= sim.world.time_s - 0.3 + 1e-9  # younger fixes were still held back
+    assert len(sim.delayed) >= 1
