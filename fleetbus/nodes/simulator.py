@@ -55,36 +55,25 @@ from fleetbus.messages import (
     WheelSpeed,
 )
 from fleetbus.sim_bridge.faults import DelayLine, Fault, FaultInjector, load_plan
-from fleetbus.sim_bridge.sensors import GnssModel, ImuModel, ScalarNoise, true_yaw
+from fleetbus.sim_bridge.sensing import SensorSettings, SensorSuite
 from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
 from fleetbus.sim_bridge.world import CommandRejected, World
 
 COMMANDS = {"quadrotor": QuadrotorCommand, "vessel": ShipCommand, "car": CarCommand}
-SENSOR_PARAMS = {  # name: (default, description); shared by every vehicle
-    "imu_rate_hz": (100.0, "IMU sample rate"),
-    "gnss_rate_hz": (5.0, "GNSS fix rate"),
-    "gnss_latency_s": (0.1, "age of a fix when it is published"),
-    "aux_rate_hz": (10.0, "heading, barometer, wheel speed and speed log rate"),
-    "heading_sigma_rad": (0.01, "heading noise"),
-    "baro_sigma_m": (0.3, "barometric altitude noise"),
-    "speed_sigma_mps": (0.05, "wheel speed and speed log noise"),
-    "origin_lat_deg": (59.9, "WGS84 latitude of the local ENU origin"),
-    "origin_lon_deg": (10.7, "WGS84 longitude of the local ENU origin"),
-    "origin_alt_m": (0.0, "MSL altitude of the local ENU origin"),
-}
 
 
 @dataclass
-class Channel:
-    """One sensor of one vehicle: how often it samples, how to read it (a list of floats,
-    what faults act on) and how to turn a reading into its message."""
+class Output:
+    """Where one vehicle's sensor readings go: its message and publisher."""
 
-    sensor: str
-    every: int  # physics steps between samples
-    latency_s: float
-    read: Callable[[SimVehicle], list[float]]
     build: Callable[[Header, list[float]], Message]
     publisher: Publisher
+
+
+def _diagonal(variances: list[float]) -> list[float]:
+    """A row-major 3x3 covariance with these variances on its diagonal."""
+    a, b, c = variances
+    return [a, 0.0, 0.0, 0.0, b, 0.0, 0.0, 0.0, c]
 
 
 def command_vector(msg: Any) -> list[float]:
@@ -145,9 +134,11 @@ class Simulator(Node):
         self.events = self.publisher("/events", Event, depth=1000)
         self.state_pubs = {v.id: self.publisher(f"/{v.id}/state", VehicleState)
                            for v in vehicles}
-        sensing = {name: self.param(name, default, text).value
-                   for name, (default, text) in SENSOR_PARAMS.items()}
-        self.channels = {v.id: self._channels(v, rate, sensing) for v in vehicles}
+        defaults = SensorSettings()
+        settings = SensorSettings(**{name: self.param(name, getattr(defaults, name)).value
+                                     for name in SensorSettings.names()})
+        self.suites = {v.id: SensorSuite(v, self.world.dt, settings) for v in vehicles}
+        self.outputs = {v.id: self._outputs(v, self.suites[v.id]) for v in vehicles}
         for v in vehicles:
             self.subscribe(f"/{v.id}/cmd", COMMANDS[v.kind],
                            lambda msg, vid=v.id: self.on_command(vid, msg))
@@ -167,65 +158,44 @@ class Simulator(Node):
             raise ValueError(f"simulator: mode must be realtime, scaled or lockstep, "
                              f"not {self.mode!r}")
 
-    def _channels(self, v: SimVehicle, rate: float, p: dict[str, Any]) -> list[Channel]:
-        """The sensors of one vehicle: IMU, GNSS and heading for all, and the vehicle
-        type's own speed or height sensor."""
-        def every(name: str) -> int:
-            return max(1, round(rate / p[name]))
-
-        imu, imu_every = ImuModel(), every("imu_rate_hz")
-        gnss = GnssModel(p["origin_lat_deg"], p["origin_lon_deg"], p["origin_alt_m"])
-        heading_noise = ScalarNoise(p["heading_sigma_rad"])
-        aux_every = every("aux_rate_hz")
-        h_var, g_var, v_var = (heading_noise.sigma ** 2, gnss.horizontal_sigma_m ** 2,
-                               gnss.vertical_sigma_m ** 2)
-        dt = self.world.dt * imu_every
+    def _outputs(self, v: SimVehicle, suite: SensorSuite) -> dict[str, Output]:
+        """A message and a topic for each sensor of one vehicle."""
+        var = {sensor.name: sensor.variance for sensor in suite.sensors}
 
         def publisher(name: str, msg_type: type[Message]) -> Publisher:
             return self.publisher(f"/{v.id}/{name}", msg_type)
 
-        def build_gnss(header: Header, enu: list[float]) -> GnssFix:
-            lat, lon, alt = gnss.geodetic(enu)
+        def gnss(header: Header, enu: list[float]) -> GnssFix:
+            lat, lon, alt = suite.gnss.geodetic(enu)
+            h, _, up = var["gnss"]
             return GnssFix(header=Header(stamp_ns=header.stamp_ns, frame_id=f"{v.id}/gnss"),
                            latitude_deg=lat, longitude_deg=lon, altitude_m=alt, fix_type=3,
-                           satellites=12,
-                           position_covariance=[g_var, 0, 0, 0, g_var, 0, 0, 0, v_var])
+                           satellites=12, position_covariance=[h, 0, 0, 0, h, 0, 0, 0, up])
 
-        channels = [
-            Channel("imu", imu_every, 0.0, lambda v: imu.measure(v, dt, self.rng),
-                    lambda h, r: Imu(header=h, linear_acceleration=Vector3(x=r[0], y=r[1],
-                                                                           z=r[2]),
-                                     angular_velocity=Vector3(x=r[3], y=r[4], z=r[5])),
-                    publisher("imu", Imu)),
-            Channel("gnss", every("gnss_rate_hz"), p["gnss_latency_s"],
-                    lambda v: gnss.measure(v, self.rng), build_gnss, publisher("gnss", GnssFix)),
-            Channel("heading", aux_every, 0.0,
-                    lambda v: heading_noise.measure(true_yaw(v), self.rng),
-                    lambda h, r: Heading(header=h, yaw_rad=math.remainder(r[0], math.tau),
-                                         variance=h_var),
-                    publisher("heading", Heading)),
-        ]
+        outputs = {
+            "imu": Output(lambda h, r: Imu(
+                header=h, linear_acceleration=Vector3(x=r[0], y=r[1], z=r[2]),
+                angular_velocity=Vector3(x=r[3], y=r[4], z=r[5]),
+                linear_acceleration_covariance=_diagonal(var["imu"][:3]),
+                angular_velocity_covariance=_diagonal(var["imu"][3:])), publisher("imu", Imu)),
+            "gnss": Output(gnss, publisher("gnss", GnssFix)),
+            "heading": Output(lambda h, r: Heading(
+                header=h, yaw_rad=math.remainder(r[0], math.tau), variance=var["heading"][0]),
+                publisher("heading", Heading)),
+        }
         if v.kind == "quadrotor":
-            baro = ScalarNoise(p["baro_sigma_m"])
-            channels.append(Channel(
-                "baro", aux_every, 0.0, lambda v: baro.measure(v.state[2], self.rng),
-                lambda h, r: BaroAltitude(header=h, altitude_m=r[0], variance=baro.sigma ** 2),
-                publisher("baro", BaroAltitude)))
+            outputs["baro"] = Output(lambda h, r: BaroAltitude(
+                header=h, altitude_m=r[0], variance=var["baro"][0]),
+                publisher("baro", BaroAltitude))
+        elif v.kind == "car":
+            outputs["wheel_speed"] = Output(lambda h, r: WheelSpeed(
+                header=h, speed_mps=r[0], variance=var["wheel_speed"][0]),
+                publisher("wheel_speed", WheelSpeed))
         else:
-            speed = ScalarNoise(p["speed_sigma_mps"])
-            if v.kind == "car":
-                channels.append(Channel(
-                    "wheel_speed", aux_every, 0.0, lambda v: speed.measure(v.state[3], self.rng),
-                    lambda h, r: WheelSpeed(header=h, speed_mps=r[0], variance=speed.sigma ** 2),
-                    publisher("wheel_speed", WheelSpeed)))
-            else:
-                channels.append(Channel(
-                    "speed_log", aux_every, 0.0,
-                    lambda v: speed.measure(v.state[3:5], self.rng),
-                    lambda h, r: SpeedLog(header=h, surge_mps=r[0], sway_mps=r[1],
-                                          variance=speed.sigma ** 2),
-                    publisher("speed_log", SpeedLog)))
-        return channels
+            outputs["speed_log"] = Output(lambda h, r: SpeedLog(
+                header=h, surge_mps=r[0], sway_mps=r[1], variance=var["speed_log"][0]),
+                publisher("speed_log", SpeedLog))
+        return outputs
 
     def _setup_lockstep(self, rate: float, vehicle_ids: list[str]) -> None:
         control_rate = self.param("control_rate_hz", 20.0).value
@@ -296,22 +266,21 @@ class Simulator(Node):
         for v in self.world.vehicles.values():
             if step % self.state_every == 0 and self.state_pubs[v.id].subscribers:
                 self.state_pubs[v.id].publish(vehicle_state(v, stamp))
-            if self.faults.link_lost(v.id, t) is not None:
-                continue
-            for ch in self.channels[v.id]:
-                if step % ch.every:
+            lost = self.faults.link_lost(v.id, t) is not None
+            outputs = self.outputs[v.id]
+            # Read even when nothing is sent: the noise stream must depend on the seed only.
+            for sensor, reading in self.suites[v.id].sample(step, t, self.rng):
+                out = None if lost else self.faults.apply(v.id, sensor.name, t, reading.values)
+                output = outputs[sensor.name]
+                if out is None or not output.publisher.subscribers:
                     continue
-                # Read even when nobody listens: the noise stream must not depend on it.
-                out = self.faults.apply(v.id, ch.sensor, t, ch.read(v))
-                if out is None or not ch.publisher.subscribers:
-                    continue
-                reading, delay = out
-                msg = ch.build(Header(stamp_ns=stamp, frame_id=f"{v.id}/base"), reading)
-                if delay + ch.latency_s > 0:  # stamped when measured, sent when due
-                    self.delayed.push(t + delay + ch.latency_s,
-                                      lambda pub=ch.publisher, msg=msg: pub.publish(msg))
+                values, delay = out
+                msg = output.build(Header(stamp_ns=stamp, frame_id=f"{v.id}/base"), values)
+                if delay + sensor.latency_s > 0:  # stamped when measured, sent when due
+                    self.delayed.push(t + delay + sensor.latency_s,
+                                      lambda pub=output.publisher, msg=msg: pub.publish(msg))
                 else:
-                    ch.publisher.publish(msg)
+                    output.publisher.publish(msg)
         self.delayed.release(t)
 
     def _announce_faults(self) -> None:

@@ -39,11 +39,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-SENSORS: dict[str, dict[str, int]] = {  # vehicle type -> sensor -> components
-    "quadrotor": {"imu": 6, "gnss": 3, "heading": 1, "baro": 1},
-    "vessel": {"imu": 6, "gnss": 3, "heading": 1, "speed_log": 2},
-    "car": {"imu": 6, "gnss": 3, "heading": 1, "wheel_speed": 1},
-}
+from fleetbus.sim_bridge.sensing import SENSORS
+
 PX4_NAMES = {"off": "dropout", "delayed": "delay", "garbage": "noise", "wrong": "bias",
              "stuck": "stuck", "slow": "rate", "intermittent": "intermittent"}
 PARAMETERS: dict[str, tuple[str, ...]] = {  # type -> its required parameters
