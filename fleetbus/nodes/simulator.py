@@ -6,15 +6,17 @@ Parameters: `vehicles` (a list of {id, type, start: {x, y, z, yaw}, params}), `s
 seconds per wall second), `command_timeout_s`, sensor rates, noise and `gnss_latency_s`,
 origin latitude/longitude/altitude, and a fault plan: `fault_plan` (a YAML file) and/or
 `faults` (the same list inline; see fleetbus.sim_bridge.faults); for lockstep `control_rate_hz`,
-`lockstep_vehicles` (whose controllers are awaited; default all), `lockstep_timeout_s`
+`lockstep_vehicles` (whose controllers are awaited; default all), `lockstep_topics`
+(more topics to await, e.g. an estimator's output), `lockstep_timeout_s`
 (wall) and `lockstep_policy` (continue | hold).
 
 Lockstep: the simulator starts once every awaited controller is connected, then advances
-one control period at a time — only after each awaited vehicle has sent a command stamped
-at or after the current sim time. A run is then the same every time, and as fast as the
-controllers allow. Controllers should publish their commands `latched`: a command sent
-while the link to the simulator is still forming is then re-sent when it forms, not lost
-(a lost one costs a lockstep timeout, and the run its reproducibility).
+one control period at a time — only after each awaited vehicle has sent a command (and
+each awaited topic a message) stamped at or after the current sim time. A run is then
+the same every time, and as fast as the controllers allow. Controllers should publish
+their commands `latched`: a command sent while the link to the simulator is still
+forming is then re-sent when it forms, not lost (a lost one costs a lockstep timeout,
+and the run its reproducibility).
 Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand),
 `/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss`, `/<id>/heading`
 and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ships) out;
@@ -200,10 +202,20 @@ class Simulator(Node):
     def _setup_lockstep(self, rate: float, vehicle_ids: list[str]) -> None:
         control_rate = self.param("control_rate_hz", 20.0).value
         self.steps_per_tick = max(1, round(rate / control_rate))
-        self.awaited = self.param("lockstep_vehicles", vehicle_ids).value
-        unknown = set(self.awaited) - set(vehicle_ids)
+        vehicles = self.param("lockstep_vehicles", vehicle_ids).value
+        unknown = set(vehicles) - set(vehicle_ids)
         if unknown:
             raise ValueError(f"simulator: lockstep_vehicles names unknown {sorted(unknown)}")
+        extra = self.param("lockstep_topics", [], "other topics a step waits for, e.g. an "
+                                                  "estimator's output").value
+        for topic in extra:
+            self.subscribe(topic, None, lambda msg, t=topic: self._answered(
+                t, msg.header.source_stamp_ns))
+        # A step is complete when each of these topics has a message stamped at or after it.
+        # The extra topics join once they first speak: an estimator that is not ready yet
+        # has nothing to say, and must not stall the run.
+        self.awaited = [f"/{v}/cmd" for v in vehicles]
+        self.joining = set(extra)
         self.lockstep_timeout_s = self.param("lockstep_timeout_s", 1.0).value
         self.lockstep_policy = self.param("lockstep_policy", "continue").value
         self.waiting: set[str] | None = None  # None: not started (controllers connecting)
@@ -221,11 +233,19 @@ class Simulator(Node):
             except CommandRejected as exc:
                 self._count("rejected_command", str(exc))
                 return
-        if self.mode == "lockstep" and self.waiting is not None:
-            if msg.header.stamp_ns >= self._clock_ns():
-                self.waiting.discard(vehicle_id)  # the controller answered, link or not
-            if not self.waiting:
-                self._advance()
+        if self.mode == "lockstep":
+            self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)  # link or not
+
+    def _answered(self, topic: str, stamp_ns: int) -> None:
+        if topic in self.joining:
+            self.joining.discard(topic)
+            self.awaited.append(topic)
+        if self.waiting is None:
+            return
+        if stamp_ns >= self._clock_ns():
+            self.waiting.discard(topic)
+        if not self.waiting:
+            self._advance()
 
     def _clock_ns(self) -> int:
         return round(self.world.time_s * 1e9)
@@ -239,14 +259,13 @@ class Simulator(Node):
     def _lockstep_watchdog(self) -> None:
         if self.waiting is None:
             connected = all(sub.publishers for sub in self._subscriptions
-                            if sub.topic.endswith("/cmd")
-                            and sub.topic.split("/")[1] in self.awaited)
+                            if sub.topic in self.awaited or sub.topic in self.joining)
             if connected and self.clock_pub.subscribers >= 1:
                 self._advance()  # nothing is expected at time zero: start
             return
         if time.monotonic() - self.waiting_since > self.lockstep_timeout_s:
             self.lockstep_timeouts += 1
-            self._count("lockstep_timeout", f"no command from {sorted(self.waiting)} within "
+            self._count("lockstep_timeout", f"nothing on {sorted(self.waiting)} within "
                         f"{self.lockstep_timeout_s} s at sim time {self.world.time_s:.3f} s; "
                         f"policy: {self.lockstep_policy}")
             if self.lockstep_policy == "continue":
