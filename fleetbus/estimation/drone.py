@@ -74,8 +74,11 @@ class DroneFilter:
     driver = "imu"
 
     def __init__(self, accel_noise_mps2: float = 0.05, gyro_noise_rps: float = 0.005,
-                 accel_bias_walk: float = 1e-3, gyro_bias_walk: float = 1e-4) -> None:
+                 accel_bias_walk: float = 1e-3, gyro_bias_walk: float = 1e-4,
+                 initial_accel_bias_mps2: float = 0.005,
+                 initial_gyro_bias_rps: float = 0.0005) -> None:
         self.noise = (accel_noise_mps2, gyro_noise_rps, accel_bias_walk, gyro_bias_walk)
+        self.initial_bias = (initial_accel_bias_mps2, initial_gyro_bias_rps)
         self.kf = KalmanFilter(dim_x=15, dim_z=3)
         self.p, self.v = np.zeros(3), np.zeros(3)
         self.q = np.array([1.0, 0.0, 0.0, 0.0])
@@ -96,8 +99,12 @@ class DroneFilter:
             self.p[2] = latest["baro"].z[0]
         self.imu, self.time_s = imu.z.copy(), imu.stamp_s
         self.kf.x = np.zeros((15, 1))
-        self.kf.P = np.diag([*np.diag(gnss.R), 1.0, 1.0, 1.0, 0.01, 0.01, heading.R[0, 0],
-                             *[0.1 ** 2] * 3, *[0.01 ** 2] * 3])
+        # Still at start: velocity near 0, and level to within one sample's noise over g
+        # (a drone that starts moving should start its filter later).
+        tilt = (self.noise[0] / 9.81) ** 2 + 0.002 ** 2
+        self.kf.P = np.diag([*np.diag(gnss.R), 0.1, 0.1, 0.1, tilt, tilt,
+                             heading.R[0, 0], *[self.initial_bias[0] ** 2] * 3,
+                             *[self.initial_bias[1] ** 2] * 3])
         return True
 
     def drive(self, m: Measurement) -> None:

@@ -101,7 +101,8 @@ class SensorStats:
 
 @dataclass
 class _Event:
-    key: tuple[float, int]  # (stamp, arrival number): a total order, so replays agree
+    key: tuple[float, int, str, int]  # a total order independent of arrival (but for
+    # two readings of one sensor at one stamp): stamp, the driver first, sensor, arrival
     m: Measurement
     decision: str = ""  # "accepted" or "rejected" once processed (gated sensors only)
 
@@ -121,7 +122,7 @@ class Fusion:
         self.ready = False
         self._latest: dict[str, Measurement] = {}  # before start-up
         self._events: list[_Event] = []
-        self._keys: list[tuple[float, int]] = []
+        self._keys: list[tuple[float, int, str, int]] = []
         self._after: list[Any] = []  # engine state after each event
         self._base: Any = None  # engine state before the first kept event
         self._streaks: dict[str, int] = {}
@@ -152,7 +153,7 @@ class Fusion:
         if m.stamp_s < max(newest - self.history_s, self._base_time()):
             self.stat(sensor).late += 1
             return
-        event = _Event((m.stamp_s, self._arrivals), m)
+        event = _Event((m.stamp_s, int(sensor != self.filter.driver), sensor, self._arrivals), m)
         index = bisect.bisect(self._keys, event.key)
         if index < len(self._events):  # late but in the window: re-run from before it
             self._load(self._after[index - 1] if index else self._base)
@@ -180,7 +181,7 @@ class Fusion:
 
     def _trim(self) -> None:
         horizon = self._keys[-1][0] - self.history_s
-        drop = bisect.bisect_left(self._keys, (horizon, -1))
+        drop = bisect.bisect_left(self._keys, (horizon, -1, "", -1))
         if drop:
             self._base = self._after[drop - 1]
             del self._events[:drop], self._keys[:drop], self._after[:drop]

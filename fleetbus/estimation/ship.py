@@ -52,7 +52,7 @@ class ShipFilter(PlanarFilter):
     navigation_states = [X, Y, YAW, SURGE, SWAY, RATE]
     initial_variances = [1.0, 0.25, 0.04, 0.25, 0.25]
 
-    def __init__(self, accel_sigma_mps2: float = 0.1, yaw_accel_sigma_rps2: float = 0.05,
+    def __init__(self, accel_sigma_mps2: float = 0.07, yaw_accel_sigma_rps2: float = 0.03,
                  current_walk_mps: float = 0.002) -> None:
         self.sigmas = (accel_sigma_mps2, yaw_accel_sigma_rps2, current_walk_mps)
         points = MerweScaledSigmaPoints(8, alpha=0.1, beta=2.0, kappa=0.0,
