@@ -125,3 +125,14 @@ def test_gnss_scatters_around_the_true_position():
                     for _ in range(400)])
     np.testing.assert_allclose(enu[:, :2].mean(axis=0), [100.0, -50.0], atol=0.2)
     assert 0.8 < enu[:, 0].std() < 1.2
+
+
+def test_a_vessel_can_be_an_otter_and_an_unknown_hull_is_named():
+    world = World([vehicle("vessel", hull="otter")])
+    for _ in range(500):
+        world.command("vessel", [100.0, 0.0])
+        world.step()
+    assert type(world.vehicles["vessel"].model).__name__ == "Otter"
+    assert world.vehicles["vessel"].state[3] > 1.0  # under way
+    with pytest.raises(ValueError, match="unknown hull 'raft'"):
+        make_model("vessel", {"hull": "raft"})

@@ -127,8 +127,9 @@ class Simulator(Node):
                                for s in np.random.SeedSequence(seed).spawn(2))
         kinds = {v.id: v.kind for v in vehicles}
         plan_file = self.param("fault_plan", "", "YAML file of faults").value
-        plan = (load_plan(Path(plan_file), kinds) if plan_file else []) + load_plan(
-            self.param("faults", [], "faults given inline").value, kinds)
+        plan = load_plan(Path(plan_file), kinds) if plan_file else []
+        plan += load_plan(self.param("faults", [], "faults given inline").value, kinds,
+                          first_index=len({f.index for f in plan}))
         self.faults = FaultInjector(plan, fault_rng)
         self.delayed = DelayLine()
         self.state_every = max(1, round(rate / self.param("state_rate_hz", 50.0).value))

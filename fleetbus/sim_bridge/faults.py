@@ -85,14 +85,16 @@ class Fault:
         return self.start_s <= t < self.end_s
 
 
-def load_plan(source: str | Path | list[Any], vehicles: Mapping[str, str]) -> list[Fault]:
+def load_plan(source: str | Path | list[Any], vehicles: Mapping[str, str],
+              first_index: int = 0) -> list[Fault]:
     """Faults from a YAML file (a Path), YAML text or an already parsed list, checked
     against the simulated `vehicles` ({id: type}). Raises FaultPlanError naming what is
-    wrong, the file included."""
+    wrong, the file included. Entries are numbered from `first_index` (several plans in
+    one run keep distinct numbers)."""
     entries: Any = source
     if isinstance(source, Path):
         try:
-            return load_plan(source.read_text(), vehicles)
+            return load_plan(source.read_text(), vehicles, first_index)
         except OSError as exc:
             raise FaultPlanError(f"fault plan {source}: {exc.strerror}") from None
         except FaultPlanError as exc:
@@ -110,7 +112,7 @@ def load_plan(source: str | Path | list[Any], vehicles: Mapping[str, str]) -> li
         raise FaultPlanError(f"a fault plan is a list of faults, not {type(entries).__name__}")
     faults: list[Fault] = []
     for index, entry in enumerate(entries):
-        faults.extend(_parse(index, entry, vehicles))
+        faults.extend(_parse(first_index + index, entry, vehicles))
     return faults
 
 
@@ -122,11 +124,18 @@ def _parse(index: int, entry: Any, vehicles: Mapping[str, str]) -> list[Fault]:
     if unknown:
         raise FaultPlanError(f"{where}: unknown field(s) {sorted(unknown)}")
     name = entry.get("type")
-    kind = PX4_NAMES.get(name, name)
+    if name is False:  # YAML 1.1 reads an unquoted `off` (PX4's name) as false
+        name = "off"
+    kind = PX4_NAMES.get(name, name) if isinstance(name, str) else None
     if kind not in PARAMETERS:
         raise FaultPlanError(f"{where}: unknown type {name!r} (known: "
                              f"{', '.join(PARAMETERS)}; PX4 names: {', '.join(PX4_NAMES)})")
     where = f"{where} ({name})"
+    if "at" not in entry:
+        raise FaultPlanError(f"{where}: needs 'at' (sim seconds)")
+    foreign = set(entry) - {"at", "for", "target", "type", *PARAMETERS[kind]}
+    if foreign:
+        raise FaultPlanError(f"{where}: {sorted(foreign)} do not apply to {kind}")
     start = _number(entry, "at", where, minimum=0.0)
     length = _number(entry, "for", where, minimum=0.0) if "for" in entry else math.inf
     for required in PARAMETERS[kind]:

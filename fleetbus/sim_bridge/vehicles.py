@@ -8,19 +8,28 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fleetbus.models import Bicycle, Quadrotor, Vessel
+from fleetbus.models import Bicycle, Otter, Quadrotor, Vessel
 
 Kind = Literal["quadrotor", "vessel", "car"]
 
 
 def make_model(kind: Kind, params: dict[str, Any] | None = None) -> Any:
     """A vehicle model from its kind and parameter overrides (ValueError names the bad
-    one: an unknown name, or an impossible value such as a negative mass)."""
+    one: an unknown name, or an impossible value such as a negative mass). A vessel's
+    `hull` is `cybership2` (the default) or `otter`."""
     classes = {"quadrotor": Quadrotor, "vessel": Vessel, "car": Bicycle}
     if kind not in classes:
         raise ValueError(f"unknown vehicle type {kind!r} (known: {', '.join(classes)})")
+    params = dict(params or {})
+    cls = classes[kind]
+    if kind == "vessel":
+        hulls = {"cybership2": Vessel, "otter": Otter}
+        hull = params.pop("hull", "cybership2")
+        if hull not in hulls:
+            raise ValueError(f"vessel: unknown hull {hull!r} (known: {', '.join(hulls)})")
+        cls = hulls[hull]
     try:
-        return classes[kind](**(params or {}))
+        return cls(**params)
     except TypeError as exc:  # an unknown parameter name
         raise ValueError(f"{kind}: {exc}") from None
 
