@@ -33,6 +33,7 @@ import numpy as np
 
 from fleetbus.models.backend import backend
 from fleetbus.models.checks import require_positive
+from fleetbus.models.vessel import hull_rates
 
 _G = 9.81  # m/s^2
 _KNOT = 0.5144  # m/s
@@ -209,7 +210,7 @@ class Otter:
 
     def f(self, x: Any, u: Any) -> Any:
         k = backend(x, u)
-        yaw, su, sv, r = x[2], x[3], x[4], x[5]
+        su, sv, r = x[3], x[4], x[5]
         m, mxg, m11, m22 = self._coefficients
         # Coriolis and centripetal forces, rigid body + added mass: C(nu) nu, minus the
         # Munk moment (m22 - m11) u v in yaw, which Fossen neglects for the Otter
@@ -226,13 +227,6 @@ class Otter:
         f_surge = u[0] - c_surge + self.x_u * su
         f_sway = -c_sway + y_cf
         f_yaw = u[1] - c_yaw + (self.n_r + self.n_rr * k.fabs(r)) * r + n_cf
-        accel = [a * f_surge + b * f_sway + c * f_yaw for a, b, c in self._mass_inverse]
-        cos, sin = k.cos(yaw), k.sin(yaw)
-        cx, cy = self.current_enu_mps
-        return k.stack([
-            cos * su - sin * sv + cx,
-            sin * su + cos * sv + cy,
-            r,
-            *accel,
-        ])
+        return hull_rates(k, x, (f_surge, f_sway, f_yaw), self._mass_inverse,
+                          self.current_enu_mps)
 

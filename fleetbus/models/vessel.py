@@ -88,7 +88,7 @@ class Vessel:
 
     def f(self, x: Any, u: Any) -> Any:
         k = backend(x, u)
-        yaw, su, sv, r = x[2], x[3], x[4], x[5]
+        su, sv, r = x[3], x[4], x[5]
         m, xg = self.mass_kg, self.cg_x_m
         # Coriolis and centripetal forces (rigid body + added mass): C(nu) nu
         c13 = -m * (xg * r + sv) + self.y_vdot * sv + 0.5 * (self.n_vdot + self.y_rdot) * r
@@ -104,12 +104,18 @@ class Vessel:
         d_yaw = (-(self.n_v + self.n_vv * av + self.n_rv * ar) * sv
                  - (self.n_r + self.n_vr * av + self.n_rr * ar) * r)
         f_surge, f_sway, f_yaw = u[0] - c_surge - d_surge, -c_sway - d_sway, u[1] - c_yaw - d_yaw
-        accel = [a * f_surge + b * f_sway + c * f_yaw for a, b, c in self._mass_inverse]
-        cos, sin = k.cos(yaw), k.sin(yaw)
-        cx, cy = self.current_enu_mps
-        return k.stack([
-            cos * su - sin * sv + cx,
-            sin * su + cos * sv + cy,
-            r,
-            *accel,
-        ])
+        return hull_rates(k, x, (f_surge, f_sway, f_yaw), self._mass_inverse,
+                          self.current_enu_mps)
+
+
+def hull_rates(k: Any, x: Any, forces: tuple[Any, Any, Any],
+               mass_inverse: tuple[tuple[float, ...], ...],
+               current_enu_mps: tuple[float, float]) -> Any:
+    """State derivative of any 3-DOF hull from the net surge, sway and yaw forces: the
+    body velocities (through the water) turned into ENU, plus the current."""
+    yaw, su, sv, r = x[2], x[3], x[4], x[5]
+    f_surge, f_sway, f_yaw = forces
+    accel = [a * f_surge + b * f_sway + c * f_yaw for a, b, c in mass_inverse]
+    cos, sin = k.cos(yaw), k.sin(yaw)
+    cx, cy = current_enu_mps
+    return k.stack([cos * su - sin * sv + cx, sin * su + cos * sv + cy, r, *accel])
