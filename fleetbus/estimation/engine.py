@@ -105,6 +105,7 @@ class _Event:
     # two readings of one sensor at one stamp): stamp, the driver first, sensor, arrival
     m: Measurement
     decision: str = ""  # "accepted" or "rejected" once processed (gated sensors only)
+    reinitialised: bool = False  # counted once, however often a replay repeats it
 
 
 class Fusion:
@@ -213,7 +214,8 @@ class Fusion:
             streak = self._streaks.get(m.sensor, 0) + 1
             if streak >= config.reinit_after:
                 f.reset_from(m)  # a real jump: follow the sensor rather than diverge
-                stats.reinitialised += 1
+                stats.reinitialised += not e.reinitialised
+                e.reinitialised = True
                 streak = 0
             self._streaks[m.sensor] = streak
         else:
