@@ -1,0 +1,8 @@
+"""Geofences, shortest paths inside them, smoothing and corridors (shapely). Pure library:
+the planner and geofence-guard nodes put it on the bus."""
+
+from fleetbus.planners.geofence import Geofence
+from fleetbus.planners.visibility import PlanResult, VisibilityPlanner
+from fleetbus.planners.zones import GeofenceError, Zone
+
+__all__ = ["Geofence", "GeofenceError", "PlanResult", "VisibilityPlanner", "Zone"]
