@@ -65,6 +65,21 @@ def test_a_stale_command_is_replaced_by_the_safe_one_and_counted():
     assert quad.state[5] == pytest.approx(vz_before)  # hover thrust: no more acceleration
 
 
+def test_a_failsafe_command_outranks_the_controller_until_it_goes_quiet():
+    world = World([vehicle("car")], physics_dt_s=0.01, command_timeout_s=0.2)
+    car = world.vehicles["car"]
+    world.command("car", [1.0, 0.1])
+    world.command("car", [-2.0, 0.0], override=True)
+    world.command("car", [3.0, 0.3])  # the controller keeps talking: ignored
+    assert car.command.tolist() == [-2.0, 0.0]
+    assert car.overridden_commands == 1
+    for _ in range(21):  # the failsafe falls silent: after the timeout the controller is back
+        world.step()
+    world.command("car", [3.0, 0.3])
+    assert car.command.tolist() == [3.0, 0.3]
+    assert car.overridden_commands == 1
+
+
 def test_the_car_brakes_to_a_stop_without_commands():
     world = World([vehicle("car")], physics_dt_s=0.01, command_timeout_s=0.1)
     world.vehicles["car"].state[3] = 10.0

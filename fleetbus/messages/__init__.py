@@ -4,7 +4,15 @@ from fleetbus.messages.base import Message, lookup_type, schema_hash, type_name
 from fleetbus.messages.codec import Codec, DecodeError
 from fleetbus.messages.commands import CarCommand, QuadrotorCommand, ShipCommand
 from fleetbus.messages.geometry import Header, Pose, Quaternion, Twist, Vector3
-from fleetbus.messages.navigation import Geofence, GeofenceZone, Mission, Odometry, Path, Waypoint
+from fleetbus.messages.navigation import (
+    Geofence,
+    GeofenceStatus,
+    GeofenceZone,
+    Mission,
+    Odometry,
+    Path,
+    Waypoint,
+)
 from fleetbus.messages.sensors import BaroAltitude, GnssFix, Heading, Imu, SpeedLog, WheelSpeed
 from fleetbus.messages.system import (
     ArrayMsg,
@@ -30,6 +38,7 @@ __all__ = [
     "Event",
     "Float64",
     "Geofence",
+    "GeofenceStatus",
     "GeofenceZone",
     "GnssFix",
     "Header",

@@ -85,3 +85,19 @@ class Geofence(Message):
     origin_lon_deg: float = 0.0  # WGS84, degrees
     origin_alt_m: float = 0.0  # MSL, m
     zones: list[GeofenceZone] = []
+
+
+class GeofenceStatus(Message):
+    """One vehicle against its geofence, from the geofence guard: where it stands and
+    whether a failsafe has taken over its commands."""
+
+    __msgtype__ = "fleetbus/GeofenceStatus"
+    header: Header = msgspec.field(default_factory=Header)
+    vehicle_id: str = ""
+    inside: bool = True  # the estimated position is allowed
+    signed_distance_m: float = 0.0  # to the nearest fence boundary, m; negative outside
+    margin_m: float = 0.0  # the distance the vehicle needs: radius + stopping + k sigma, m
+    time_to_breach_s: float = float("inf")  # at the current velocity, s
+    zone_id: str = ""  # the zone breached or about to be, if any
+    failsafe: Literal["none", "hold", "return", "land", "recover"] = "none"
+    target: Vector3 = msgspec.field(default_factory=Vector3)  # where the failsafe steers, ENU m

@@ -17,7 +17,9 @@ the same every time, and as fast as the controllers allow. Controllers should pu
 their commands `latched`: a command sent while the link to the simulator is still
 forming is then re-sent when it forms, not lost (a lost one costs a lockstep timeout,
 and the run its reproducibility).
-Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand),
+Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand) and
+`/<id>/cmd_failsafe` in (the same type, from a geofence guard: while it speaks, `/cmd`
+is ignored and counted),
 `/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss`, `/<id>/heading`
 and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ships) out;
 `/clock` and `/events` (every fault start and end) out.
@@ -145,6 +147,8 @@ class Simulator(Node):
         for v in vehicles:
             self.subscribe(f"/{v.id}/cmd", COMMANDS[v.kind],
                            lambda msg, vid=v.id: self.on_command(vid, msg))
+            self.subscribe(f"/{v.id}/cmd_failsafe", COMMANDS[v.kind],
+                           lambda msg, vid=v.id: self.on_command(vid, msg, override=True))
         self.mode = self.param("mode", "realtime", "realtime | scaled | lockstep").value
         self.speed = self.param("speed", 1.0, "scaled: simulated seconds per wall second").value
         if self.mode == "lockstep":
@@ -224,17 +228,17 @@ class Simulator(Node):
         self.lockstep_timeouts = 0
         self.timer(0.01, self._lockstep_watchdog)  # wall time: the node follows no /clock
 
-    def on_command(self, vehicle_id: str, msg: Any) -> None:
+    def on_command(self, vehicle_id: str, msg: Any, override: bool = False) -> None:
         lost = self.faults.link_lost(vehicle_id, self.world.time_s)
         if lost is not None:  # the command never arrives: the vehicle goes stale, safely
             lost.affected += 1
         else:
             try:
-                self.world.command(vehicle_id, command_vector(msg))
+                self.world.command(vehicle_id, command_vector(msg), override)
             except CommandRejected as exc:
                 self._count("rejected_command", str(exc))
                 return
-        if self.mode == "lockstep":
+        if self.mode == "lockstep" and not override:
             self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)  # link or not
 
     def _answered(self, topic: str, stamp_ns: int) -> None:
@@ -319,6 +323,10 @@ class Simulator(Node):
                           else "end", "ended" if row["ended"] else
                           "active at the end" if row["started"] else "never started",
                           row["affected"])
+        for v in self.world.vehicles.values():
+            if v.overridden_commands:
+                self.log.info("%s: %s: %d controller commands ignored under a failsafe",
+                              self.name, v.id, v.overridden_commands)
         super().teardown()
 
 

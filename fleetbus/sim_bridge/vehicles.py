@@ -57,6 +57,8 @@ class SimVehicle:
     command_time_s: float = -np.inf
     stale_steps: int = 0  # physics steps run on the safe command
     rejected_commands: int = 0
+    override_time_s: float = -np.inf  # last failsafe command (it outranks the controller)
+    overridden_commands: int = 0  # controller commands ignored while a failsafe held
     lower: np.ndarray = field(init=False)
     upper: np.ndarray = field(init=False)
     applied: np.ndarray = field(init=False)  # the input of the last physics step

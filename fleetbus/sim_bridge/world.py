@@ -34,9 +34,11 @@ class World:
     def time_s(self) -> float:
         return self.steps * self.dt  # from the step count: no drift from summing dt
 
-    def command(self, vehicle_id: str, u: Iterable[float]) -> None:
+    def command(self, vehicle_id: str, u: Iterable[float], override: bool = False) -> None:
         """Apply a command from now on, clipped to the vehicle's limits; raises
-        CommandRejected (counted on the vehicle) instead of applying a bad one."""
+        CommandRejected (counted on the vehicle) instead of applying a bad one. An
+        `override` (a failsafe's command) outranks the ordinary ones: those are ignored,
+        and counted, until the failsafe has been silent for the command timeout."""
         vehicle = self.vehicles.get(vehicle_id)
         if vehicle is None:
             raise CommandRejected(f"command for unknown vehicle {vehicle_id!r}")
@@ -45,6 +47,11 @@ class World:
             vehicle.rejected_commands += 1
             raise CommandRejected(f"{vehicle_id}: command {value.tolist()} is not "
                                   f"{len(vehicle.lower)} finite numbers")
+        if override:
+            vehicle.override_time_s = self.time_s
+        elif self.time_s - vehicle.override_time_s <= self.command_timeout_s:
+            vehicle.overridden_commands += 1
+            return
         vehicle.command = np.clip(value, vehicle.lower, vehicle.upper)
         vehicle.command_time_s = self.time_s
 
