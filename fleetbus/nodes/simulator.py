@@ -40,7 +40,6 @@ from fleetbus.bus.node import Node
 from fleetbus.bus.pubsub import Publisher
 from fleetbus.messages import (
     BaroAltitude,
-    CarCommand,
     Clock,
     Event,
     GnssFix,
@@ -49,21 +48,18 @@ from fleetbus.messages import (
     Imu,
     Message,
     Pose,
-    QuadrotorCommand,
     Quaternion,
-    ShipCommand,
     SpeedLog,
     Twist,
     Vector3,
     VehicleState,
     WheelSpeed,
 )
+from fleetbus.nodes.conversions import COMMANDS, command_vector
 from fleetbus.sim_bridge.faults import DelayLine, Fault, FaultInjector, load_plan
 from fleetbus.sim_bridge.sensing import SensorSettings, SensorSuite
 from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
 from fleetbus.sim_bridge.world import CommandRejected, World
-
-COMMANDS = {"quadrotor": QuadrotorCommand, "vessel": ShipCommand, "car": CarCommand}
 
 
 @dataclass
@@ -78,14 +74,6 @@ def _diagonal(variances: list[float]) -> list[float]:
     """A row-major 3x3 covariance with these variances on its diagonal."""
     a, b, c = variances
     return [a, 0.0, 0.0, 0.0, b, 0.0, 0.0, 0.0, c]
-
-
-def command_vector(msg: Any) -> list[float]:
-    if isinstance(msg, QuadrotorCommand):
-        return [msg.thrust_n, msg.body_rates.x, msg.body_rates.y, msg.body_rates.z]
-    if isinstance(msg, ShipCommand):
-        return [msg.surge_force_n, msg.yaw_moment_nm]
-    return [msg.acceleration_mps2, msg.steering_rad]
 
 
 def vehicle_state(vehicle: SimVehicle, stamp_ns: int) -> VehicleState:

@@ -20,6 +20,7 @@ from functools import cached_property
 
 import numpy as np
 import shapely
+import shapely.ops
 from shapely.geometry import LineString, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
@@ -255,6 +256,30 @@ class Geofence:
         if problems:
             raise GeofenceError("; ".join(problems))
 
+    def nearest_allowed(self, point: Sequence[float], margin_m: float) -> np.ndarray | None:
+        """The nearest point at least `margin_m` inside the fence (3-D when the point has
+        an altitude): the shortest way back in for a vehicle that is outside or too close
+        to a boundary. None when no such point exists."""
+        p = np.asarray(point, float)
+        if len(p) == 2:
+            return _nearest_in(self.free_space(margin_m), p)
+        best, best_d = None, math.inf
+        for slab in self.slabs:
+            low, high = slab.low + margin_m, slab.high - margin_m
+            if low > high:
+                continue  # too thin to hold the vehicle with its margin
+            z = min(max(p[2], low), high)
+            # The slab's own region, eroded: probe inside the slab so no neighbour counts.
+            probe = z if low < z < high or not math.isfinite(high - low) else (low + high) / 2
+            xy = _nearest_in(self.free_space(margin_m, altitude=probe), p[:2])
+            if xy is None:
+                continue
+            candidate = np.array([xy[0], xy[1], z])
+            d = float(np.linalg.norm(candidate - p))
+            if d < best_d:
+                best, best_d = candidate, d
+        return best
+
     # -- planning -----------------------------------------------------------------------
 
     def free_space(self, margin_m: float, altitude: float | None = None,
@@ -310,6 +335,14 @@ def boundary_segments(geometry: BaseGeometry) -> np.ndarray:
         xy = shapely.get_coordinates(ring)
         chunks.append(np.stack([xy[:-1], xy[1:]], axis=1))
     return np.concatenate(chunks) if chunks else np.zeros((0, 2, 2))
+
+
+def _nearest_in(region: BaseGeometry, xy: np.ndarray) -> np.ndarray | None:
+    if region.is_empty:
+        return None
+    if shapely.intersects_xy(region, xy[0], xy[1]):
+        return xy[:2].copy()
+    return np.asarray(shapely.ops.nearest_points(region, Point(xy[:2]))[0].coords[0])
 
 
 def _points(points: np.ndarray) -> np.ndarray:
