@@ -5,6 +5,8 @@ from fleetbus.messages.codec import Codec, DecodeError
 from fleetbus.messages.commands import CarCommand, QuadrotorCommand, ShipCommand
 from fleetbus.messages.geometry import Header, Pose, Quaternion, Twist, Vector3
 from fleetbus.messages.navigation import (
+    Corridor,
+    CorridorCell,
     Geofence,
     GeofenceStatus,
     GeofenceZone,
@@ -33,6 +35,8 @@ __all__ = [
     "CarCommand",
     "Clock",
     "Codec",
+    "Corridor",
+    "CorridorCell",
     "DecodeError",
     "Diagnostic",
     "Event",

@@ -101,3 +101,25 @@ class GeofenceStatus(Message):
     zone_id: str = ""  # the zone breached or about to be, if any
     failsafe: Literal["none", "hold", "return", "land", "recover"] = "none"
     target: Vector3 = msgspec.field(default_factory=Vector3)  # where the failsafe steers, ENU m
+
+
+class CorridorCell(Message):
+    """One convex cell {p : a_x[i] p.x + a_y[i] p.y <= b[i] for all i} (ENU, m) around
+    one segment of a path, inside the fence with the vehicle's margin."""
+
+    __msgtype__ = "fleetbus/CorridorCell"
+    a_x: list[float] = []  # unit outward normals, x components
+    a_y: list[float] = []  # unit outward normals, y components
+    b: list[float] = []  # offsets, m
+    segment: int = 0  # index of the path segment the cell holds
+
+
+class Corridor(Message):
+    """The convex corridor along a planned path: consecutive cells overlap, so a
+    controller can move from one to the next with linear constraints only."""
+
+    __msgtype__ = "fleetbus/Corridor"
+    header: Header = msgspec.field(default_factory=Header)
+    cells: list[CorridorCell] = []
+    floor_m: float = float("-inf")  # altitude band for drones, ENU z m
+    ceiling_m: float = float("inf")

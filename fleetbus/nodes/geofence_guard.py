@@ -46,6 +46,7 @@ from fleetbus.nodes.conversions import (
     fence_from_msg,
     is_finite,
 )
+from fleetbus.nodes.reporting import vehicle_event
 from fleetbus.planners import Geofence, GeofenceError, VisibilityPlanner, Zone
 from fleetbus.sim_bridge.vehicles import make_model
 
@@ -244,12 +245,10 @@ class GeofenceGuard(Node):
 
     def _event(self, kind: str, severity: str, message: str, zone: Zone | None = None,
                data: dict[str, str] | None = None) -> None:
-        details = {"vehicle_id": self.vehicle, **(data or {})}
+        details = dict(data or {})
         if zone is not None:
             details.update(zone_id=zone.zone_id, zone_action=zone.action)
-        self.events.publish(Event(header=Header(stamp_ns=self.now_ns()), source=self.name,
-                                  kind=kind, severity=severity,
-                                  message=f"{self.vehicle}: {message}", data=details))
+        vehicle_event(self, self.events, self.vehicle, kind, severity, message, details)
 
 
 def _vec(p: np.ndarray) -> Vector3:

@@ -1,0 +1,184 @@
+"""The planner node: a vehicle's mission and the geofence in, its route and corridor out.
+
+It plans from the vehicle's latest estimate through the mission's waypoints (and back
+home when the mission says so), and plans again when the mission changes or the fence
+changes in a way that touches the route: a new no-go zone away from the route keeps it,
+because it is still the shortest.
+
+Parameters: `vehicle_id`, `vehicle_type`, `envelope` (VehicleEnvelope fields; defaults
+per vehicle type below), `vertical_margin_m` (drones: how far above and below the
+mission's altitudes the fence must allow), `path_step_m` (spacing of the published
+poses), `geofence_topic`.
+Topics: `/geofence` (Geofence, latched), `/<id>/mission` (Mission, latched) and
+`/<id>/odometry` in; `/<id>/path` (Path, latched), `/<id>/corridor` (Corridor, latched)
+and `/events` out.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import fields
+
+import numpy as np
+
+from fleetbus.bus.node import Node
+from fleetbus.estimation import Estimate
+from fleetbus.estimation.estimate import yaw_quaternion
+from fleetbus.messages import (
+    Corridor,
+    CorridorCell,
+    Event,
+    Header,
+    Mission,
+    Odometry,
+    Path,
+    Pose,
+    Quaternion,
+    Vector3,
+)
+from fleetbus.messages import Geofence as GeofenceMsg
+from fleetbus.nodes.conversions import estimate_from_odometry, fence_from_msg, is_finite
+from fleetbus.nodes.reporting import vehicle_event
+from fleetbus.planners import GeofenceError
+from fleetbus.planners.route import Route, RoutePlanner, VehicleEnvelope
+
+ENVELOPES = {  # what each simulated vehicle can do with its default model
+    "quadrotor": {"radius_m": 0.5, "max_speed_mps": 5.0, "max_accel_mps2": 2.0,
+                  "max_decel_mps2": 3.0, "max_lateral_accel_mps2": 3.0, "turn_radius_m": 0.0},
+    "car": {"radius_m": 1.2, "max_speed_mps": 8.0, "max_accel_mps2": 2.0,
+            "max_decel_mps2": 5.0, "max_lateral_accel_mps2": 3.0, "turn_radius_m": 5.0},
+    "vessel": {"radius_m": 1.0, "max_speed_mps": 1.5, "max_accel_mps2": 0.2,
+               "max_decel_mps2": 0.2, "max_lateral_accel_mps2": 0.3, "turn_radius_m": 4.0},
+}
+
+
+class PlannerNode(Node):
+    def setup(self) -> None:
+        self.vehicle = self.param("vehicle_id", "", "the vehicle to plan for").value
+        self.kind = self.param("vehicle_type", "", "quadrotor | vessel | car").value
+        if not self.vehicle or self.kind not in ENVELOPES:
+            raise ValueError(f"planner: needs a vehicle_id and a vehicle_type of "
+                             f"{', '.join(ENVELOPES)}, got {self.vehicle!r} and {self.kind!r}")
+        given = self.param("envelope", {}, "VehicleEnvelope fields").value
+        unknown = set(given) - {f.name for f in fields(VehicleEnvelope)}
+        if unknown:
+            raise ValueError(f"planner: envelope has no field {sorted(unknown)}")
+        self.envelope = VehicleEnvelope(**{**ENVELOPES[self.kind], **given})
+        self.vertical_margin = float(self.param("vertical_margin_m", 2.0).value)
+        self.step = float(self.param("path_step_m", 1.0).value)
+        self.fence = None
+        self.mission: Mission | None = None
+        self.estimate: Estimate | None = None
+        self.planner: RoutePlanner | None = None
+        self.pending = False  # a plan is owed as soon as there is an estimate
+        self.subscribe(self.param("geofence_topic", "/geofence").value, GeofenceMsg,
+                       self._on_fence)
+        self.subscribe(f"/{self.vehicle}/mission", Mission, self._on_mission)
+        self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry, conflate=True)
+        self.path = self.publisher(f"/{self.vehicle}/path", Path, latched=True)
+        self.corridor = self.publisher(f"/{self.vehicle}/corridor", Corridor, latched=True)
+        self.events = self.publisher("/events", Event, depth=100)
+        self.plans = 0
+
+    def _on_fence(self, msg: GeofenceMsg) -> None:
+        try:
+            fence = fence_from_msg(msg)
+        except GeofenceError as exc:
+            self._count("invalid_geofence", f"/geofence rejected: {exc}")
+            self._event("plan_failed", "error", f"geofence rejected, planning on the old "
+                        f"one: {exc}")
+            return
+        routed = self.planner is not None and self.planner.route is not None
+        if routed and not self.planner.update_fence(fence):
+            self._event("route_kept", "info", "the fence changed away from the route: it is "
+                        "still the shortest")
+            self.fence = fence
+            return
+        self.fence = fence
+        self.planner = None
+        self._request()
+
+    def _on_mission(self, msg: Mission) -> None:
+        if not msg.waypoints:
+            self._count("invalid_mission", f"mission {msg.mission_id!r} has no waypoints")
+            return
+        self.mission = msg
+        self.planner = None
+        self._request()
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        estimate = estimate_from_odometry(msg)
+        if not is_finite(estimate):
+            self._count("invalid_estimate", f"/{self.vehicle}/odometry is not finite")
+            return
+        self.estimate = estimate
+        if self.pending:
+            self._plan()
+
+    def _request(self) -> None:
+        self.pending = True
+        if self.estimate is not None:
+            self._plan()
+
+    def _plan(self) -> None:
+        if self.fence is None or self.mission is None or self.estimate is None:
+            return
+        self.pending = False
+        start = self.estimate.position
+        goals = [np.array([w.position.x, w.position.y, w.position.z])
+                 for w in self.mission.waypoints]
+        if self.mission.return_home:
+            goals.append(start.copy())
+        drone = self.kind == "quadrotor"
+        try:
+            points = np.vstack(goals) if drone else np.vstack(goals)[:, :2]
+            self.fence.check_points(points, [f"waypoint {k}" for k in range(len(goals))])
+        except GeofenceError as exc:
+            self._count("invalid_mission", str(exc))
+            self._event("plan_failed", "error", f"mission {self.mission.mission_id!r}: {exc}")
+            return
+        altitude = margin = None
+        if drone:
+            heights = [start[2], *(g[2] for g in goals)]
+            altitude = (max(heights) + min(heights)) / 2
+            margin = (max(heights) - min(heights)) / 2 + self.vertical_margin
+        if self.planner is None:
+            self.planner = RoutePlanner(self.fence, self.envelope, altitude, margin or 0.0)
+        began = time.perf_counter()
+        route = self.planner.plan(start, goals, v_start=float(self.estimate.velocity_body[0]))
+        elapsed_ms = (time.perf_counter() - began) * 1e3
+        if not route.ok:
+            self._count("plan_failed", route.message)
+            self._event("plan_failed", "error", f"mission {self.mission.mission_id!r}: "
+                        f"{route.status}: {route.message}")
+            return
+        self.plans += 1
+        self._publish(route)
+        self._event("planned", "info" if not route.message else "warn",
+                    f"mission {self.mission.mission_id!r}: {route.length_m:.1f} m in "
+                    f"{elapsed_ms:.1f} ms" + (f"; {route.message}" if route.message else ""),
+                    {"length_m": f"{route.length_m:.3f}", "plan_ms": f"{elapsed_ms:.2f}",
+                     "clearance_m": f"{route.clearance_m:.3f}"})
+
+    def _publish(self, route: Route) -> None:
+        header = Header(stamp_ns=self.now_ns(), frame_id="map")
+        sm = route.smoothed
+        every = max(1, round(self.step / max(float(np.median(np.diff(sm.s))), 1e-9)))
+        keep = np.unique(np.r_[np.arange(0, len(sm.s), every), len(sm.s) - 1])
+        z = route.altitude_m if route.altitude_m is not None else 0.0
+        poses = [Pose(position=Vector3(x=float(x), y=float(y), z=float(z)),
+                      orientation=Quaternion(**dict(zip("wxyz", yaw_quaternion(float(h)).tolist(),
+                                                        strict=True))))
+                 for (x, y), h in zip(sm.points[keep], sm.heading[keep], strict=True)]
+        self.path.publish(Path(header=header, poses=poses,
+                               speeds_mps=[float(v) for v in route.speeds[keep]]))
+        floor, ceiling = ((z - self.planner.vertical_margin_m, z + self.planner.vertical_margin_m)
+                          if route.altitude_m is not None else (-math.inf, math.inf))
+        self.corridor.publish(Corridor(header=header, floor_m=floor, ceiling_m=ceiling, cells=[
+            CorridorCell(a_x=c.A[:, 0].tolist(), a_y=c.A[:, 1].tolist(), b=c.b.tolist(),
+                         segment=c.segment) for c in route.corridor]))
+
+    def _event(self, kind: str, severity: str, message: str,
+               data: dict[str, str] | None = None) -> None:
+        vehicle_event(self, self.events, self.vehicle, kind, severity, message, data)

@@ -1,0 +1,202 @@
+"""A mission's route: the shortest path through its waypoints inside the fence, rounded to
+what the vehicle can steer, with a speed profile and a convex corridor for the controller.
+
+The margin a route keeps from the fence is the vehicle's radius, k standard deviations of
+its position estimate and its stopping distance at top speed: the same margin the
+geofence guard uses, so a vehicle following its route never looks like a breach to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString
+from shapely.geometry.base import BaseGeometry
+
+from fleetbus.planners.corridor import CorridorCell, convex_corridor
+from fleetbus.planners.geofence import ERODE_QUAD_SEGS, ERODE_SCALE, Geofence
+from fleetbus.planners.smoothing import SmoothedPath, fillet_path, speed_profile
+from fleetbus.planners.visibility import PlanResult, Status, VisibilityPlanner
+
+CLEARANCE_ATTEMPTS = 3  # re-plans with more clearance before corners are left sharp
+CLEARANCE_SLACK = 1.1  # clearance asked for, per clearance a corner needed
+
+
+@dataclass(frozen=True)
+class VehicleEnvelope:
+    """What the planner must know of a vehicle. turn_radius_m = 0: it turns on the spot."""
+
+    radius_m: float = 0.5
+    max_speed_mps: float = 5.0
+    max_accel_mps2: float = 1.0
+    max_decel_mps2: float = 2.0
+    max_lateral_accel_mps2: float = 2.0
+    turn_radius_m: float = 0.0
+    position_sigma_m: float = 0.0
+    k_sigma: float = 3.0
+    corridor_half_width_m: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("radius_m", "position_sigma_m", "turn_radius_m"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"VehicleEnvelope.{name} must be finite and >= 0, got {value}")
+        for name in ("max_speed_mps", "max_accel_mps2", "max_decel_mps2",
+                     "max_lateral_accel_mps2", "corridor_half_width_m"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"VehicleEnvelope.{name} must be finite and > 0, got {value}")
+
+    @property
+    def margin_m(self) -> float:
+        """Radius + k sigma + the stopping distance from top speed."""
+        return (self.radius_m + self.k_sigma * self.position_sigma_m
+                + self.max_speed_mps**2 / (2.0 * self.max_decel_mps2))
+
+
+@dataclass(frozen=True, eq=False)
+class Route:
+    status: Status
+    message: str = ""
+    polyline: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # shortest, (K, 2)
+    smoothed: SmoothedPath | None = None
+    speeds: np.ndarray = field(default_factory=lambda: np.zeros(0))  # m/s per smoothed sample
+    corridor: tuple[CorridorCell, ...] = ()
+    clearance_m: float = 0.0  # extra clearance the corners needed
+    altitude_m: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def length_m(self) -> float:
+        return float(np.sum(np.hypot(*np.diff(self.polyline, axis=0).T)))
+
+
+class RoutePlanner:
+    """Plans routes for one vehicle in one fence at one altitude (None for ships and cars;
+    for drones the altitude band +-vertical_margin_m decides which zones are obstacles)."""
+
+    def __init__(self, fence: Geofence, vehicle: VehicleEnvelope,
+                 altitude_m: float | None = None, vertical_margin_m: float = 0.0) -> None:
+        self.vehicle = vehicle
+        self.altitude_m = altitude_m
+        self.vertical_margin_m = vertical_margin_m
+        self.fence = fence
+        self._free: dict[float, BaseGeometry] = {}
+        self.route: Route | None = None
+
+    def free_space(self, clearance_m: float = 0.0) -> BaseGeometry:
+        if clearance_m not in self._free:
+            self._free[clearance_m] = self.fence.free_space(
+                self.vehicle.margin_m + clearance_m, self.altitude_m, self.vertical_margin_m)
+        return self._free[clearance_m]
+
+    def plan(self, start: Sequence[float], waypoints: Sequence[Sequence[float]],
+             v_start: float = 0.0) -> Route:
+        """The route from start through every waypoint in order (ENU x, y)."""
+        stops = [np.asarray(p, float)[:2] for p in (start, *waypoints)]
+        clearance, best = 0.0, None
+        for _ in range(CLEARANCE_ATTEMPTS):
+            legs = self._legs(stops, self.free_space(clearance))
+            if not all(leg.ok for leg in legs):
+                failed = next(leg for leg in legs if not leg.ok)
+                if best is None:
+                    self.route = Route(failed.status, failed.message, altitude_m=self.altitude_m)
+                    return self.route
+                break  # the extra clearance closed a passage: keep the sharper route
+            polyline = _join(legs)
+            smoothed = self._smooth(polyline)
+            best = (polyline, smoothed, clearance)
+            needed = [c.needed_clearance_m for c in smoothed.tight_corners
+                      if c.reason == "blocked"]
+            if smoothed.ok or not needed or self.vehicle.turn_radius_m == 0.0:
+                break  # a vehicle that turns on the spot takes a sharp corner at a stop
+            clearance = max(clearance, max(needed)) * CLEARANCE_SLACK
+        polyline, smoothed, clearance = best
+        v = self.vehicle
+        speeds = speed_profile(smoothed.s, smoothed.curvature, v.max_speed_mps,
+                               v.max_lateral_accel_mps2, v.max_accel_mps2, v.max_decel_mps2,
+                               v_start=max(v_start, 0.0), v_end=0.0)
+        corridor = convex_corridor(polyline, self.free_space(), v.corridor_half_width_m)
+        message = "" if smoothed.ok or v.turn_radius_m == 0.0 else (
+            f"{len(smoothed.tight_corners)} corner(s) too tight for a turn radius of "
+            f"{v.turn_radius_m} m: the vehicle must stop there")
+        self.route = Route("ok", message, polyline, smoothed, speeds, tuple(corridor),
+                           clearance, self.altitude_m)
+        return self.route
+
+    def _legs(self, stops: list[np.ndarray], free: BaseGeometry) -> list[PlanResult]:
+        try:
+            planner = VisibilityPlanner(free)
+        except ValueError as exc:
+            return [PlanResult("no_path", message=str(exc))]
+        legs = []
+        for k, (a, b) in enumerate(itertools.pairwise(stops)):
+            leg = planner.plan(a, b)
+            if not leg.ok:
+                what = "start" if k == 0 and leg.status == "start_blocked" else f"waypoint {k}"
+                return [PlanResult(leg.status, message=f"leg {k + 1} ({what}): {leg.message}")]
+            legs.append(leg)
+        return legs
+
+    def _smooth(self, polyline: np.ndarray) -> SmoothedPath:
+        """Corners rounded to the turn radius; a vehicle that can turn on the spot gets
+        the radius it can fly at top speed where it fits, and a stop where it does not."""
+        v = self.vehicle
+        radius = v.turn_radius_m or v.max_speed_mps**2 / v.max_lateral_accel_mps2
+        return fillet_path(polyline, self.free_space(), radius)
+
+    def update_fence(self, fence: Geofence) -> bool:
+        """Adopt a new fence. Returns whether the current route must be re-planned: not
+        when the change only adds exclusion zones that the route keeps clear of, since
+        an added obstacle cannot make a shorter route (the route stays optimal), and then
+        the free space is patched rather than rebuilt."""
+        old = {z.zone_id: z for z in self.fence.zones}
+        new = {z.zone_id: z for z in fence.zones}
+        added = [new[i] for i in new.keys() - old.keys()]
+        unchanged = all(new.get(i) == z for i, z in old.items())
+        top_inclusion = max((z.priority for z in fence.zones if z.inclusion), default=-math.inf)
+        additive = unchanged and all(not z.inclusion and z.priority >= top_inclusion
+                                     for z in added)
+        self.fence = fence
+        if not additive:
+            self._free.clear()
+            return True
+        grown = [self._grown(z) for z in added if self._in_band(z)]
+        if not grown:
+            return False
+        obstacle = shapely.union_all(grown)
+        self._free = {c: free.difference(self._grown_by(obstacle, c))
+                      for c, free in self._free.items()}
+        if self.route is None or not self.route.ok:
+            return True
+        return bool(LineString(self.route.smoothed.points).intersects(obstacle)) or any(
+            cell.polygon.intersects(obstacle) for cell in self.route.corridor)
+
+    def _in_band(self, zone) -> bool:
+        if self.altitude_m is None:
+            return True
+        low = self.altitude_m - self.vertical_margin_m
+        high = self.altitude_m + self.vertical_margin_m
+        return zone.floor_m <= high and zone.ceiling_m >= low
+
+    def _grown(self, zone) -> BaseGeometry:
+        return zone.shape.buffer(self.vehicle.margin_m * ERODE_SCALE, quad_segs=ERODE_QUAD_SEGS)
+
+    @staticmethod
+    def _grown_by(obstacle: BaseGeometry, clearance_m: float) -> BaseGeometry:
+        return obstacle.buffer(clearance_m * ERODE_SCALE, quad_segs=ERODE_QUAD_SEGS) if (
+            clearance_m > 0.0) else obstacle
+
+
+def _join(legs: list[PlanResult]) -> np.ndarray:
+    """The legs' polylines end to end, each joint once."""
+    parts = [legs[0].points] + [leg.points[1:] for leg in legs[1:]]
+    return np.vstack(parts)
