@@ -26,6 +26,8 @@ from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
+from fleetbus.planners.geofence import boundary_segments
+
 Status = Literal["ok", "no_path", "start_blocked", "goal_blocked"]
 # Before a visibility test each end of a segment moves this fraction of the free space's
 # size (or of the segment's length) into the free side: far above rounding, far below
@@ -61,6 +63,9 @@ class VisibilityPlanner:
         self._parts = parts
         for p in parts:
             shapely.prepare(p)
+        self._edges = [boundary_segments(p) for p in parts]  # free space on each's left
+        x0, y0, x1, y1 = free.bounds
+        self.nudge = NUDGE * max(x1 - x0, y1 - y0, 1.0)
         xy, prev, nxt, comp = [], [], [], []
         for k, part in enumerate(parts):
             for ring in (part.exterior, *part.interiors):
@@ -100,14 +105,35 @@ class VisibilityPlanner:
         if a != b:
             return PlanResult("no_path", message=f"goal {_fmt(goal)} is in a part of the free "
                               f"space that start {_fmt(start)} cannot reach")
+        if np.array_equal(start, goal):
+            return PlanResult("ok", np.array([start, goal]), 0.0)
         return self._search(start, goal, a)
+
+    def _inward(self, p: np.ndarray, part: int) -> np.ndarray:
+        """p, or when it lies on the boundary (where a vehicle holding its margin is), p
+        moved a nudge into the free space, so that visibility from it along an edge is
+        not lost to rounding. Inward is the sum of the left normals of the edges it
+        touches (the free space is on their left)."""
+        e = self._edges[part]
+        a, ab = e[:, 0], e[:, 1] - e[:, 0]
+        length2 = np.einsum("ij,ij->i", ab, ab)
+        t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.where(length2 > 0, length2, 1.0), 0, 1)
+        touching = np.hypot(*(a + t[:, None] * ab - p).T) < self.nudge
+        if not touching.any():
+            return p
+        normal = np.stack([-ab[touching, 1], ab[touching, 0]], axis=1)
+        normal = (normal / np.sqrt(length2[touching])[:, None]).sum(axis=0)
+        size = float(np.hypot(*normal))
+        return p if size == 0.0 else p + self.nudge * normal / size
 
     def _search(self, start: np.ndarray, goal: np.ndarray, part: int) -> PlanResult:
         # Node indices: the reflex corners of this part, then the goal, then the start.
         sel = np.flatnonzero(self._component == part)
-        s = _Search(self.free, np.vstack([self.nodes[sel], goal, start]),
+        s = _Search(self.free, self.nudge, np.vstack([self.nodes[sel], goal, start]),
                     np.vstack([self._prev[sel], goal, start]),
                     np.vstack([self._next[sel], goal, start]), len(sel))
+        s.base[s.goal] = self._inward(goal, part)
+        s.base[s.start] = self._inward(start, part)
         heap = [(s.h[s.start], s.start)]
         expanded = checked = 0
         while heap:
@@ -146,13 +172,12 @@ class _Search:
     """A* state over corner nodes plus goal and start, with the pruning rules of
     shortest paths (see the module docstring)."""
 
-    def __init__(self, free: BaseGeometry, pts: np.ndarray, prev: np.ndarray, nxt: np.ndarray,
-                 n_corners: int) -> None:
-        self.free, self.pts = free, pts
+    def __init__(self, free: BaseGeometry, nudge: float, pts: np.ndarray, prev: np.ndarray,
+                 nxt: np.ndarray, n_corners: int) -> None:
+        self.free, self.pts, self.nudge = free, pts, nudge
+        self.base = pts.copy()  # where visibility is tested from: start/goal moved inward
         # Each corner's neighbours, relative to it: they tell where its obstacle lies.
         self.to_prev, self.to_next = prev - pts, nxt - pts
-        x0, y0, x1, y1 = free.bounds
-        self.nudge = NUDGE * max(x1 - x0, y1 - y0, 1.0)
         self.goal, self.start = n_corners, n_corners + 1
         self.is_corner = np.arange(len(pts)) < n_corners
         self.h = np.hypot(*(pts - pts[self.goal]).T)
@@ -186,11 +211,11 @@ class _Search:
         is tangent to the boundary there, so rounding alone could put it a hair outside;
         each end is moved a nudge along the segment and away from its corner's obstacle
         before the test. (Ends exactly on the boundary also cost GEOS ~50x more.)"""
-        d = self.pts[targets] - self.pts[u]
+        d = self.base[targets] - self.base[u]
         left = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.hypot(d[:, 0], d[:, 1])[:, None]
-        a = self.pts[u] + NUDGE * d - self._obstacle_side(np.full(len(d), u), d)[:, None] * (
+        a = self.base[u] + NUDGE * d - self._obstacle_side(np.full(len(d), u), d)[:, None] * (
             self.nudge * left)
-        b = self.pts[targets] - NUDGE * d - self._obstacle_side(targets, d)[:, None] * (
+        b = self.base[targets] - NUDGE * d - self._obstacle_side(targets, d)[:, None] * (
             self.nudge * left)
         return shapely.covers(self.free, shapely.linestrings(np.stack([a, b], axis=1)))
 
