@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.launch_time
 	$(PY) -m benchmarks.sim_rtf
 	$(PY) -m benchmarks.sim_rtf --processes
+	$(PY) -m benchmarks.fusion_cpu
 
 bench-check: $(STAMP)
 	$(PY) -m benchmarks.report --quick --check benchmarks/results/baseline.json

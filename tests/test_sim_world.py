@@ -80,6 +80,12 @@ def test_a_failsafe_command_outranks_the_controller_until_it_goes_quiet():
     assert car.overridden_commands == 1
 
 
+def test_without_a_failsafe_an_endless_command_timeout_overrides_nothing():
+    world = World([vehicle("car")], command_timeout_s=float("inf"))
+    world.command("car", [1.0, 0.1])
+    assert world.vehicles["car"].command.tolist() == [1.0, 0.1]
+
+
 def test_the_car_brakes_to_a_stop_without_commands():
     world = World([vehicle("car")], physics_dt_s=0.01, command_timeout_s=0.1)
     world.vehicles["car"].state[3] = 10.0

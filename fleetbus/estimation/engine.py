@@ -32,8 +32,12 @@ class Measurement:
     R: np.ndarray
 
     @classmethod
-    def checked(cls, sensor: str, stamp_s: float, z: Any, R: Any) -> Measurement:
-        """A measurement, or MeasurementError saying what is wrong with it."""
+    def checked(cls, sensor: str, stamp_s: float, z: Any, R: Any,
+                trusted: set[bytes] | None = None) -> Measurement:
+        """A measurement, or MeasurementError saying what is wrong with it. `trusted`
+        holds covariances already found positive definite (as bytes): a sensor sends the
+        same R again and again, and its symmetry and eigenvalue test cost ~10x the rest
+        of this check. New good ones are added to it."""
         z = np.atleast_1d(np.asarray(z, dtype=float))
         R = np.atleast_2d(np.asarray(R, dtype=float))
         if z.ndim != 1 or R.shape != (len(z), len(z)):
@@ -41,9 +45,18 @@ class Measurement:
                                    f"{len(z)} values")
         if not (math.isfinite(stamp_s) and np.all(np.isfinite(z)) and np.all(np.isfinite(R))):
             raise MeasurementError(f"{sensor}: not finite (z={z.tolist()}, stamp={stamp_s})")
-        if not np.allclose(R, R.T) or np.linalg.eigvalsh(R).min() <= 0:
-            raise MeasurementError(f"{sensor}: covariance is not positive definite")
+        key = R.tobytes() if trusted is not None else b""
+        if key not in (trusted or ()):
+            if not np.allclose(R, R.T) or np.linalg.eigvalsh(R).min() <= 0:
+                raise MeasurementError(f"{sensor}: covariance is not positive definite")
+            if trusted is not None:
+                if len(trusted) >= TRUSTED_COVARIANCES:  # a sensor whose R keeps changing
+                    trusted.clear()
+                trusted.add(key)
         return cls(sensor, float(stamp_s), z, R)
+
+
+TRUSTED_COVARIANCES = 16  # distinct checked covariances remembered per sensor
 
 
 class Filter(Protocol):
@@ -128,6 +141,7 @@ class Fusion:
         self._base: Any = None  # engine state before the first kept event
         self._streaks: dict[str, int] = {}
         self._arrivals = 0
+        self._trusted: dict[str, set[bytes]] = {}  # per sensor, see Measurement.checked
 
     def config(self, sensor: str) -> SensorConfig:
         return self.configs.setdefault(sensor, SensorConfig())
@@ -139,7 +153,8 @@ class Fusion:
         """Take one reading. Bad values are counted (`invalid`) and raise
         MeasurementError; nothing of them reaches the filter."""
         try:
-            m = Measurement.checked(sensor, stamp_s - self.config(sensor).delay_s, z, R)
+            m = Measurement.checked(sensor, stamp_s - self.config(sensor).delay_s, z, R,
+                                    self._trusted.setdefault(sensor, set()))
         except MeasurementError:
             self.stat(sensor).invalid += 1
             raise

@@ -49,7 +49,8 @@ class World:
                                   f"{len(vehicle.lower)} finite numbers")
         if override:
             vehicle.override_time_s = self.time_s
-        elif self.time_s - vehicle.override_time_s <= self.command_timeout_s:
+        elif (math.isfinite(vehicle.override_time_s)  # never overridden: -inf, and inf <= inf
+              and self.time_s - vehicle.override_time_s <= self.command_timeout_s):
             vehicle.overridden_commands += 1
             return
         vehicle.command = np.clip(value, vehicle.lower, vehicle.upper)
