@@ -69,7 +69,9 @@ def yaw_of(q: np.ndarray) -> float:
 
 class DroneFilter:
     """Noise figures are per IMU sample (white noise of each reading) and per square root
-    of a second (bias random walks), as the simulator's IMU model states them."""
+    of a second (bias random walks), as the simulator's IMU model states them. A sample's
+    own covariance, when it comes with one, replaces the white-noise figures: an average of
+    n samples (see ImuAverager) is n times less noisy over an n times longer step."""
 
     driver = "imu"
 
@@ -78,6 +80,7 @@ class DroneFilter:
                  initial_accel_bias_mps2: float = 0.005,
                  initial_gyro_bias_rps: float = 0.0005) -> None:
         self.noise = (accel_noise_mps2, gyro_noise_rps, accel_bias_walk, gyro_bias_walk)
+        self.imu_var = np.array([accel_noise_mps2**2] * 3 + [gyro_noise_rps**2] * 3)
         self.initial_bias = (initial_accel_bias_mps2, initial_gyro_bias_rps)
         self.kf = KalmanFilter(dim_x=15, dim_z=3)
         self.p, self.v = np.zeros(3), np.zeros(3)
@@ -111,6 +114,7 @@ class DroneFilter:
         """Integrate up to an IMU sample with that sample: the simulator's IMU reports the
         mean over the interval that ends at its stamp."""
         self.imu = m.z.copy()
+        self.imu_var = np.diag(m.R).copy()
         self.predict(m.stamp_s)
 
     def predict(self, t: float) -> None:
@@ -129,10 +133,10 @@ class DroneFilter:
         F[V_, BA] = -R * dt
         F[TH, TH] = np.eye(3) - skew(omega) * dt
         F[TH, BG] = -np.eye(3) * dt
-        accel_noise, gyro_noise, accel_walk, gyro_walk = self.noise
+        _, _, accel_walk, gyro_walk = self.noise
         Q = np.zeros(15)
-        Q[V_] = (accel_noise * dt) ** 2
-        Q[TH] = (gyro_noise * dt) ** 2
+        Q[V_] = self.imu_var[:3] * dt**2
+        Q[TH] = self.imu_var[3:] * dt**2
         Q[BA] = accel_walk ** 2 * dt
         Q[BG] = gyro_walk ** 2 * dt
         self.kf.predict(F=F, Q=np.diag(Q))
@@ -180,11 +184,13 @@ class DroneFilter:
 
     def save(self) -> Any:
         return (self.p.copy(), self.v.copy(), self.q.copy(), self.ba.copy(), self.bg.copy(),
-                None if self.imu is None else self.imu.copy(), self.kf.P.copy(), self.time_s)
+                None if self.imu is None else self.imu.copy(), self.imu_var.copy(),
+                self.kf.P.copy(), self.time_s)
 
     def load(self, state: Any) -> None:
-        p, v, q, ba, bg, imu, P, self.time_s = state
-        self.p, self.v, self.q, self.ba, self.bg = (a.copy() for a in (p, v, q, ba, bg))
+        p, v, q, ba, bg, imu, imu_var, P, self.time_s = state
+        self.p, self.v, self.q, self.ba, self.bg, self.imu_var = (
+            a.copy() for a in (p, v, q, ba, bg, imu_var))
         self.imu = None if imu is None else imu.copy()
         self.kf.P = P.copy()
 

@@ -3,9 +3,10 @@ filter's consistency on `/diagnostics`.
 
 Parameters: `vehicle_id`, `vehicle_type` (quadrotor | vessel | car), `output_rate_hz`,
 `diagnostics_rate_hz`, `history_s` (how late a measurement may arrive and still be
-used), `sensors` ({sensor: {gate_probability, delay_s, reinit_after}}) and the WGS84
-origin of the local ENU frame (`origin_lat_deg`, `origin_lon_deg`, `origin_alt_m`, the
-simulator's by default).
+used), `imu_rate_hz` (IMU samples are averaged down to this rate, 100 Hz by default,
+as autopilots' estimators do), `sensors` ({sensor: {gate_probability, delay_s,
+reinit_after}}) and the WGS84 origin of the local ENU frame (`origin_lat_deg`,
+`origin_lon_deg`, `origin_alt_m`, the simulator's by default).
 Topics: `/<id>/imu` (drones and cars), `/<id>/gnss`, `/<id>/heading`, and `/<id>/baro`,
 `/<id>/wheel_speed` or `/<id>/speed_log` in; `/<id>/odometry` and `/diagnostics` out.
 """
@@ -21,6 +22,7 @@ import pymap3d
 
 from fleetbus.bus.node import Node
 from fleetbus.estimation import FILTERS, Fusion, MeasurementError, SensorConfig
+from fleetbus.estimation.imu import ImuAverager
 from fleetbus.messages import (
     BaroAltitude,
     Diagnostic,
@@ -67,6 +69,9 @@ class FusionNode(Node):
         except TypeError as exc:
             raise ValueError(f"fusion: sensors: {exc}") from None
         self.fusion = Fusion(FILTERS[kind](), sensors, self.param("history_s", 0.5).value)
+        imu_rate = self.param("imu_rate_hz", 100.0, "IMU samples averaged down to this rate "
+                                                    "(0: every sample)").value
+        self.imu_averager = ImuAverager(1.0 / imu_rate if imu_rate > 0 else 0.0)
         defaults = SensorSettings()
         self.origin = tuple(self.param(name, getattr(defaults, name)).value
                             for name in ("origin_lat_deg", "origin_lon_deg", "origin_alt_m"))
@@ -104,8 +109,14 @@ class FusionNode(Node):
     def _on_reading(self, sensor: str, read: Callable[[Any], tuple[Any, Any]],
                     msg: Any) -> None:
         z, R = read(msg)
+        stamp = msg.header.stamp_ns * 1e-9
+        if sensor == "imu":
+            averaged = self.imu_averager.add(stamp, z, R)
+            if averaged is None:
+                return
+            stamp, z, R = averaged
         try:
-            self.fusion.add(sensor, msg.header.stamp_ns * 1e-9, z, R)
+            self.fusion.add(sensor, stamp, z, R)
         except MeasurementError as exc:
             self._count("invalid_measurement", f"/{self.vehicle}/{sensor}: {exc}")
 
