@@ -34,6 +34,12 @@ def _residual_x(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return d
 
 
+def _residual_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = a - b
+    d[0] = (d[0] + math.pi) % math.tau - math.pi  # per sigma point, like _residual_x
+    return d
+
+
 def _mean_x(sigmas: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """filterpy averages sigma points linearly: a yaw near ±pi would average to 0."""
     x = weights @ sigmas
@@ -84,7 +90,7 @@ class ShipFilter(PlanarFilter):
         rows, z, R = self.select(m)
         angle = m.sensor == "heading"
         ukf = self.kf
-        ukf.residual_z = (lambda a, b: wrap(a - b)) if angle else np.subtract
+        ukf.residual_z = _residual_angle if angle else np.subtract
         ukf.z_mean = _mean_angle if angle else None
         ukf._dim_z = len(rows)
         ukf.update(z, R=R, hx=lambda x: x[rows])
