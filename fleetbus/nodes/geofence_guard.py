@@ -1,8 +1,9 @@
 """The geofence guard: watches one vehicle's estimate against the fence and takes over its
 commands when the fence is breached or about to be.
 
-Each tick it works out the margin the vehicle needs (its radius, its stopping distance
-v^2/2a and k standard deviations of the position estimate), the signed distance to the
+Each tick it works out the margin the vehicle needs (its radius, the distance it covers
+before a command takes hold, its stopping distance v^2/2a and k standard deviations of
+the position estimate), the signed distance to the
 fence and the time to breach at the current velocity, and publishes them as a
 GeofenceStatus. Then:
 
@@ -20,7 +21,8 @@ command timeout takes over (hover, brake, no thrust).
 
 Parameters: `vehicle_id`, `vehicle_type`, `model` (the vehicle's model parameters, as the
 simulator takes them), `radius_m`, `decel_mps2` (for the stopping distance), `k_sigma`,
-`horizon_s`, `rate_hz`, `stale_after_s`, `home` ([x, y, z]; the first estimate when
+`horizon_s`, `rate_hz`, `reaction_s` (decision to action; two ticks by default),
+`stale_after_s`, `home` ([x, y, z]; the first estimate when
 empty), `geofence_topic`.
 Topics: `/geofence` (Geofence, latched) and `/<id>/odometry` in; `/<id>/geofence_status`,
 `/<id>/cmd_failsafe` and `/events` out.
@@ -33,20 +35,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fleetbus.bus.node import Node
 from fleetbus.control import safe_command
 from fleetbus.estimation import Estimate
 from fleetbus.estimation.drone import rotation
-from fleetbus.messages import Event, GeofenceStatus, Header, Odometry, String, Vector3
 from fleetbus.messages import Geofence as GeofenceMsg
+from fleetbus.messages import GeofenceStatus, Header, Odometry, String, Vector3
 from fleetbus.nodes.conversions import (
     COMMANDS,
     command_message,
-    estimate_from_odometry,
     fence_from_msg,
-    is_finite,
 )
-from fleetbus.nodes.reporting import vehicle_event
+from fleetbus.nodes.vehicle_node import VehicleNode
 from fleetbus.planners import Geofence, GeofenceError, VisibilityPlanner, Zone
 from fleetbus.sim_bridge.vehicles import make_model
 
@@ -61,14 +60,9 @@ class Failsafe:
     path: list[np.ndarray] = field(default_factory=list)  # return: vertices still ahead
 
 
-class GeofenceGuard(Node):
+class GeofenceGuard(VehicleNode):
     def setup(self) -> None:
-        self.vehicle = self.param("vehicle_id", "", "the vehicle to guard").value
-        self.kind = self.param("vehicle_type", "", "quadrotor | vessel | car").value
-        if not self.vehicle or self.kind not in COMMANDS:
-            raise ValueError(f"geofence guard: needs a vehicle_id and a vehicle_type of "
-                             f"{', '.join(COMMANDS)}, got {self.vehicle!r} and "
-                             f"{self.kind!r}")
+        self.vehicle_params("guard", COMMANDS)
         self.model = make_model(self.kind, self.param("model", {}).value or None)
         self.radius = float(self.param("radius_m", 0.5, "vehicle radius, m").value)
         default_decel = getattr(self.model, "max_decel_mps2", 2.0)
@@ -88,9 +82,12 @@ class GeofenceGuard(Node):
         self.status = self.publisher(f"/{self.vehicle}/geofence_status", GeofenceStatus,
                                      latched=True)
         self.command = self.publisher(f"/{self.vehicle}/cmd_failsafe", COMMANDS[self.kind])
-        self.events = self.publisher("/events", Event, depth=100)
         self.service(f"/{self.vehicle}/failsafe_reset", String, String, self._reset)
-        self.timer(1.0 / self.param("rate_hz", 20.0).value, self._tick)
+        rate = float(self.param("rate_hz", 20.0).value)
+        self.reaction = float(self.param("reaction_s", 2.0 / rate, "from a decision to the "
+                                         "vehicle acting on it: a tick and a control "
+                                         "period").value)
+        self.timer(1.0 / rate, self._tick)
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -102,9 +99,8 @@ class GeofenceGuard(Node):
             self._event("invalid_geofence", "error", f"geofence rejected: {exc}")
 
     def _on_odometry(self, msg: Odometry) -> None:
-        estimate = estimate_from_odometry(msg)
-        if not is_finite(estimate):
-            self._count("invalid_estimate", f"/{self.vehicle}/odometry is not finite")
+        estimate = self.read_estimate(msg)
+        if estimate is None:
             return
         self.estimate = estimate
         if self.home is None:
@@ -134,14 +130,17 @@ class GeofenceGuard(Node):
         speed = float(np.linalg.norm(v))
         sigma = math.sqrt(max(np.linalg.eigvalsh(est.pose_covariance[:2, :2]).max(), 0.0))
         static_margin = self.radius + self.k_sigma * sigma
-        margin = static_margin + speed**2 / (2 * self.decel)
+        # Until a command of ours takes hold the vehicle keeps going: the estimate's age,
+        # then up to one tick of ours and one control period of the vehicle.
+        lag = max(self.now() - est.stamp_s, 0.0) + self.reaction
+        margin = static_margin + speed * lag + speed**2 / (2 * self.decel)
         distance = float(fence.signed_distance(p[None])[0])
         ttb = fence.time_to_breach(p, v, self.horizon)
         inside = distance >= 0.0
         zone = fence.breach_zone(p) if not inside else (
             fence.breach_zone(p + v * (ttb + 1e-3)) if math.isfinite(ttb) else None)
         if self.failsafe is None and zone is not None:
-            self._trigger(fence, zone, p, inside, ttb, speed, static_margin)
+            self._trigger(fence, zone, p, inside, ttb, speed, static_margin, margin)
         elif self.failsafe is not None:
             self._advance(fence, p, distance, static_margin)
         if inside and self.failsafe is None:
@@ -156,14 +155,13 @@ class GeofenceGuard(Node):
             target=_vec(self.failsafe.target) if self.failsafe else Vector3()))
 
     def _trigger(self, fence: Geofence, zone: Zone, p: np.ndarray, inside: bool, ttb: float,
-                 speed: float, static_margin: float) -> None:
+                 speed: float, static_margin: float, stopping: float) -> None:
         if not inside:
             self._once("breach", "breach", "critical",
                        f"outside the fence: zone {zone.zone_id!r} breached", zone)
             if zone.action != "report":
                 self._start(fence, "recover", zone, p, static_margin)
             return
-        stopping = speed**2 / (2 * self.decel) + static_margin
         if ttb * speed <= stopping:  # it would cross before it could stop
             self._once("predicted", "predicted_breach", "warn",
                        f"zone {zone.zone_id!r} breached in {ttb:.2f} s at the current "
@@ -248,7 +246,7 @@ class GeofenceGuard(Node):
         details = dict(data or {})
         if zone is not None:
             details.update(zone_id=zone.zone_id, zone_action=zone.action)
-        vehicle_event(self, self.events, self.vehicle, kind, severity, message, details)
+        self.vehicle_event(kind, severity, message, details)
 
 
 def _vec(p: np.ndarray) -> Vector3:

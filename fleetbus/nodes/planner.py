@@ -22,13 +22,11 @@ from dataclasses import fields
 
 import numpy as np
 
-from fleetbus.bus.node import Node
 from fleetbus.estimation import Estimate
 from fleetbus.estimation.estimate import yaw_quaternion
 from fleetbus.messages import (
     Corridor,
     CorridorCell,
-    Event,
     Header,
     Mission,
     Odometry,
@@ -38,8 +36,8 @@ from fleetbus.messages import (
     Vector3,
 )
 from fleetbus.messages import Geofence as GeofenceMsg
-from fleetbus.nodes.conversions import estimate_from_odometry, fence_from_msg, is_finite
-from fleetbus.nodes.reporting import vehicle_event
+from fleetbus.nodes.conversions import fence_from_msg
+from fleetbus.nodes.vehicle_node import VehicleNode
 from fleetbus.planners import GeofenceError
 from fleetbus.planners.route import Route, RoutePlanner, VehicleEnvelope
 
@@ -53,13 +51,9 @@ ENVELOPES = {  # what each simulated vehicle can do with its default model
 }
 
 
-class PlannerNode(Node):
+class PlannerNode(VehicleNode):
     def setup(self) -> None:
-        self.vehicle = self.param("vehicle_id", "", "the vehicle to plan for").value
-        self.kind = self.param("vehicle_type", "", "quadrotor | vessel | car").value
-        if not self.vehicle or self.kind not in ENVELOPES:
-            raise ValueError(f"planner: needs a vehicle_id and a vehicle_type of "
-                             f"{', '.join(ENVELOPES)}, got {self.vehicle!r} and {self.kind!r}")
+        self.vehicle_params("plan for", ENVELOPES)
         given = self.param("envelope", {}, "VehicleEnvelope fields").value
         unknown = set(given) - {f.name for f in fields(VehicleEnvelope)}
         if unknown:
@@ -78,7 +72,6 @@ class PlannerNode(Node):
         self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry, conflate=True)
         self.path = self.publisher(f"/{self.vehicle}/path", Path, latched=True)
         self.corridor = self.publisher(f"/{self.vehicle}/corridor", Corridor, latched=True)
-        self.events = self.publisher("/events", Event, depth=100)
         self.plans = 0
 
     def _on_fence(self, msg: GeofenceMsg) -> None:
@@ -86,12 +79,12 @@ class PlannerNode(Node):
             fence = fence_from_msg(msg)
         except GeofenceError as exc:
             self._count("invalid_geofence", f"/geofence rejected: {exc}")
-            self._event("plan_failed", "error", f"geofence rejected, planning on the old "
+            self.vehicle_event("plan_failed", "error", f"geofence rejected, planning on the old "
                         f"one: {exc}")
             return
         routed = self.planner is not None and self.planner.route is not None
         if routed and not self.planner.update_fence(fence):
-            self._event("route_kept", "info", "the fence changed away from the route: it is "
+            self.vehicle_event("route_kept", "info", "the fence changed away from the route: it is "
                         "still the shortest")
             self.fence = fence
             return
@@ -108,9 +101,8 @@ class PlannerNode(Node):
         self._request()
 
     def _on_odometry(self, msg: Odometry) -> None:
-        estimate = estimate_from_odometry(msg)
-        if not is_finite(estimate):
-            self._count("invalid_estimate", f"/{self.vehicle}/odometry is not finite")
+        estimate = self.read_estimate(msg)
+        if estimate is None:
             return
         self.estimate = estimate
         if self.pending:
@@ -136,7 +128,8 @@ class PlannerNode(Node):
             self.fence.check_points(points, [f"waypoint {k}" for k in range(len(goals))])
         except GeofenceError as exc:
             self._count("invalid_mission", str(exc))
-            self._event("plan_failed", "error", f"mission {self.mission.mission_id!r}: {exc}")
+            self.vehicle_event("plan_failed", "error",
+                               f"mission {self.mission.mission_id!r}: {exc}")
             return
         altitude = margin = None
         if drone:
@@ -150,12 +143,12 @@ class PlannerNode(Node):
         elapsed_ms = (time.perf_counter() - began) * 1e3
         if not route.ok:
             self._count("plan_failed", route.message)
-            self._event("plan_failed", "error", f"mission {self.mission.mission_id!r}: "
+            self.vehicle_event("plan_failed", "error", f"mission {self.mission.mission_id!r}: "
                         f"{route.status}: {route.message}")
             return
         self.plans += 1
         self._publish(route)
-        self._event("planned", "info" if not route.message else "warn",
+        self.vehicle_event("planned", "info" if not route.message else "warn",
                     f"mission {self.mission.mission_id!r}: {route.length_m:.1f} m in "
                     f"{elapsed_ms:.1f} ms" + (f"; {route.message}" if route.message else ""),
                     {"length_m": f"{route.length_m:.3f}", "plan_ms": f"{elapsed_ms:.2f}",
@@ -178,7 +171,3 @@ class PlannerNode(Node):
         self.corridor.publish(Corridor(header=header, floor_m=floor, ceiling_m=ceiling, cells=[
             CorridorCell(a_x=c.A[:, 0].tolist(), a_y=c.A[:, 1].tolist(), b=c.b.tolist(),
                          segment=c.segment) for c in route.corridor]))
-
-    def _event(self, kind: str, severity: str, message: str,
-               data: dict[str, str] | None = None) -> None:
-        vehicle_event(self, self.events, self.vehicle, kind, severity, message, data)
