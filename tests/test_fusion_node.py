@@ -60,7 +60,7 @@ def test_fusion_follows_the_simulated_car_and_reports_its_consistency(bus):
     assert sim.lockstep_timeouts == 0
     matched = [(o, truth[o.header.stamp_ns]) for o in odometry
                if o.header.stamp_ns in truth and o.header.stamp_ns > 5e9]
-    assert len(matched) > 100
+    assert len(matched) >= 90  # odometry at 20 Hz clock ticks meets 50 Hz truth at 10 Hz
     errors = [math.dist((o.pose.position.x, o.pose.position.y),
                         (s.pose.position.x, s.pose.position.y)) for o, s in matched]
     rmse = math.sqrt(sum(e * e for e in errors) / len(errors))
