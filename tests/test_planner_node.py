@@ -29,13 +29,15 @@ FENCE = Geofence([
 ])
 
 
-def test_the_planner_routes_a_mission_inside_the_fence_and_replans_when_it_must(bus):
-    got = {"path": [], "corridor": [], "events": []}
+def planner_and_operator(bus) -> tuple[PlannerNode, object, dict[str, list]]:
+    """A car's planner, and an operator node that feeds it and records what it says once
+    every link between the two is up."""
+    got: dict[str, list] = {"path": [], "corridor": [], "events": []}
 
     def operator(node):
-        node.subscribe("/car1/path", Path, got["path"].append)
-        node.subscribe("/car1/corridor", Corridor, got["corridor"].append)
-        node.subscribe("/events", Event, got["events"].append)
+        node.links = [node.subscribe("/car1/path", Path, got["path"].append),
+                      node.subscribe("/car1/corridor", Corridor, got["corridor"].append),
+                      node.subscribe("/events", Event, got["events"].append)]
         node.fence = node.publisher("/geofence", GeofenceMsg, latched=True)
         node.mission = node.publisher("/car1/mission", Mission, latched=True)
         node.odom = node.publisher("/car1/odometry", Odometry)
@@ -43,9 +45,13 @@ def test_the_planner_routes_a_mission_inside_the_fence_and_replans_when_it_must(
     op = bus.node("operator", operator)
     planner = bus.start(PlannerNode("planner", params={"vehicle_id": "car1",
                                                        "vehicle_type": "car"}))
-    wait_until(lambda: op.odom.subscribers and op.fence.subscribers and op.mission.subscribers,
-               what="the planner's subscriptions")
-    wait_until(lambda: all(s.publishers for s in op._subscriptions[:3]), what="its outputs")
+    wait_until(lambda: op.odom.subscribers and op.fence.subscribers and op.mission.subscribers
+               and all(s.publishers for s in op.links), what="the planner's links")
+    return planner, op, got
+
+
+def test_the_planner_routes_a_mission_inside_the_fence_and_replans_when_it_must(bus):
+    planner, op, got = planner_and_operator(bus)
     run_on(op, lambda: op.fence.publish(fence_to_msg(FENCE)))
     run_on(op, lambda: op.mission.publish(Mission(mission_id="m1", vehicle_id="car1", waypoints=[
         Waypoint(position=Vector3(x=180.0, y=20.0))])))
@@ -90,19 +96,8 @@ def test_the_planner_routes_a_mission_inside_the_fence_and_replans_when_it_must(
 
 
 def test_a_mission_point_outside_the_fence_is_refused_by_name(bus):
-    events: list[Event] = []
-
-    def operator(node):
-        node.subscribe("/events", Event, events.append)
-        node.fence = node.publisher("/geofence", GeofenceMsg, latched=True)
-        node.mission = node.publisher("/car1/mission", Mission, latched=True)
-        node.odom = node.publisher("/car1/odometry", Odometry)
-
-    op = bus.node("operator", operator)
-    planner = bus.start(PlannerNode("planner", params={"vehicle_id": "car1",
-                                                       "vehicle_type": "car"}))
-    wait_until(lambda: op.odom.subscribers and op.mission.subscribers and op._subscriptions[
-        0].publishers, what="the planner's links")
+    planner, op, got = planner_and_operator(bus)
+    events = got["events"]
     run_on(op, lambda: op.fence.publish(fence_to_msg(FENCE)))
     run_on(op, lambda: op.mission.publish(Mission(mission_id="m2", waypoints=[
         Waypoint(position=Vector3(x=100.0, y=50.0)), Waypoint(position=Vector3(x=300.0))])))
