@@ -45,17 +45,13 @@ class VehicleModel:
 
     kind: str
     model: Any
+    nx: int  # state size
     position: tuple[int, ...]  # state indices of x, y (and z for drones)
     speed: Callable[[Any], Any]  # speed along the path, from the state
     u_ref: tuple[float, ...]  # the input a steady vehicle needs (hover thrust, 0 ...)
     rate_limits: tuple[float, ...]  # |du/dt| per input
     input_weights: tuple[float, ...]  # R: cost per unit input squared, per input
     rate_weights: tuple[float, ...]  # W: cost per unit input rate squared
-
-    @property
-    def nx(self) -> int:
-        return len(self.model.states) if hasattr(self.model, "states") else {
-            "quadrotor": 10, "vessel": 6, "car": 4}[self.kind]
 
     @property
     def nu(self) -> int:
@@ -68,17 +64,17 @@ def vehicle_model(kind: str, model: Any) -> VehicleModel:
     lo, hi = (np.asarray(b, float) for b in model.input_bounds)
     span = hi - lo
     if kind == "car":
-        return VehicleModel(kind, model, (0, 1), lambda x: x[3], (0.0, 0.0),
+        return VehicleModel(kind, model, len(model.states), (0, 1), lambda x: x[3], (0.0, 0.0),
                             (3.0, 0.6), tuple(0.1 / (span / 2) ** 2),
                             tuple(0.05 / span ** 2))
     if kind == "vessel":
-        return VehicleModel(kind, model, (0, 1), lambda x: x[3], (0.0, 0.0),
+        return VehicleModel(kind, model, 6, (0, 1), lambda x: x[3], (0.0, 0.0),
                             tuple(span / 2), tuple(0.05 / (span / 2) ** 2),
                             tuple(0.05 / span ** 2))
     if kind == "quadrotor":
         hover = model.hover_thrust_n
         # |v| smoothed at 0, where the plain norm has no gradient (and CasADi a NaN)
-        return VehicleModel(kind, model, (0, 1, 2), lambda x: ca.sqrt(ca.sumsqr(x[3:6]) + 1e-4),
+        return VehicleModel(kind, model, 10, (0, 1, 2), lambda x: ca.sqrt(ca.sumsqr(x[3:6]) + 1e-4),
                             (hover, 0.0, 0.0, 0.0),
             (4 * hover, 6.0, 6.0, 3.0), tuple(0.05 / (span / 2) ** 2),
             tuple(0.01 / span ** 2))
