@@ -37,7 +37,7 @@ def drive(mpc: PathTrackingMpc, steps: int, start_y: float = 1.0):
 
 @pytest.mark.parametrize("solver", ["fatrop", "ipopt"])
 def test_a_car_tracks_a_straight_lane_inside_its_corridor(solver):
-    mpc = PathTrackingMpc(vehicle_model("car", Bicycle()), MpcSettings(solver=solver,
+    mpc = PathTrackingMpc(vehicle_model("car", Bicycle()), MpcSettings(solver=solver, jit=False,
                                                                        budget_s=5.0))
     results, errors = drive(mpc, 120)
     assert all(not r.fallback for r in results)
@@ -47,9 +47,9 @@ def test_a_car_tracks_a_straight_lane_inside_its_corridor(solver):
 
 
 def test_a_failed_solve_falls_back_to_the_shifted_plan_then_the_safe_command():
-    mpc = PathTrackingMpc(vehicle_model("car", Bicycle()), MpcSettings(budget_s=5.0))
+    mpc = PathTrackingMpc(vehicle_model("car", Bicycle()), MpcSettings(budget_s=5.0, jit=False))
     drive(mpc, 5)  # a good plan first
-    starved = PathTrackingMpc(mpc.vehicle, MpcSettings(max_iter=1, budget_s=5.0))
+    starved = PathTrackingMpc(mpc.vehicle, MpcSettings(max_iter=1, budget_s=5.0, jit=False))
     starved._plan = mpc._plan  # the last good plan, as if from the same controller
     when = mpc._plan[0]
     x = np.array([2.0, 1.0, 0.0, 4.0])

@@ -1,0 +1,67 @@
+"""A disk cache for CasADi functions whose solver callbacks are compiled to C.
+
+Compiling a controller's problem (just-in-time, with gcc) takes seconds to tens of
+seconds, and makes every solve 1.5-2.7x faster (see benchmarks/test_mpc.py). CasADi can
+serialise such a function with its binary embedded (`jit_serialize: embed`), so the
+compile is paid once per problem: the cache key covers everything that shapes the
+problem (the caller's description of it, the sources it is built from and the CasADi
+version), and a changed model or setting simply misses.
+
+The cache lives in `$FLEETBUS_CACHE_DIR`, else `$XDG_CACHE_HOME/fleetbus`, else
+`~/.cache/fleetbus`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import casadi as ca
+
+log = logging.getLogger(__name__)
+
+
+def compiler_available() -> bool:
+    return shutil.which("gcc") is not None
+
+
+def cache_dir() -> Path:
+    if os.environ.get("FLEETBUS_CACHE_DIR"):
+        return Path(os.environ["FLEETBUS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fleetbus"
+
+
+def cache_key(description: str, sources: Iterable[Path]) -> str:
+    digest = hashlib.sha256(description.encode())
+    digest.update(ca.__version__.encode())
+    for path in sorted(sources):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]) -> ca.Function:
+    """The cached function under `key`, else `build()` saved there. A cache that cannot
+    be read or written costs a compile, never a failure."""
+    path = cache_dir() / kind / f"{key}.casadi"
+    if path.exists():
+        try:
+            return ca.Function.load(str(path))
+        except RuntimeError as exc:  # truncated or from an incompatible build
+            log.warning("compiled-function cache %s unreadable (%s): rebuilding", path, exc)
+    function = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # write then rename, so a concurrent reader never sees half a file
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as tmp:
+            pass
+        function.save(tmp.name)
+        os.replace(tmp.name, path)
+    except OSError as exc:
+        log.warning("compiled-function cache %s not written: %s", path, exc)
+    return function
