@@ -54,8 +54,9 @@ class VehicleModel:
     model: Any
     nx: int  # state size
     position: tuple[int, ...]  # state indices of x, y (and z for drones)
-    speed: Callable[[Any], Any]  # speed along the path, from the state
-    heading: int | None  # state index of the yaw that should follow the path (None: free)
+    speed: Callable[[Any, Any], Any]  # speed along the path from the state and the path's
+    # unit direction t (2,)
+    heading: Callable[[Any], Any]  # unit vector (2,) the vehicle faces, from the state
     u_ref: tuple[float, ...]  # the input a steady vehicle needs (hover thrust, 0 ...)
     rate_limits: tuple[float, ...]  # |du/dt| per input
     input_weights: tuple[float, ...]  # R: cost per unit input squared, per input
@@ -72,22 +73,36 @@ def vehicle_model(kind: str, model: Any) -> VehicleModel:
     lo, hi = (np.asarray(b, float) for b in model.input_bounds)
     span = hi - lo
     if kind == "car":
-        return VehicleModel(kind, model, len(model.states), (0, 1), lambda x: x[3], 2,
+        return VehicleModel(kind, model, len(model.states), (0, 1), lambda x, t: x[3], _yaw_vector,
                             (0.0, 0.0),
                             (3.0, 0.6), tuple(0.1 / (span / 2) ** 2),
                             tuple(0.05 / span ** 2))
     if kind == "vessel":
-        return VehicleModel(kind, model, 6, (0, 1), lambda x: x[3], 2, (0.0, 0.0),
+        return VehicleModel(kind, model, 6, (0, 1), lambda x, t: x[3], _yaw_vector,
+                            (0.0, 0.0),
                             tuple(span / 2), tuple(0.05 / (span / 2) ** 2),
                             tuple(0.05 / span ** 2))
     if kind == "quadrotor":
         hover = model.hover_thrust_n
-        # |v| smoothed at 0, where the plain norm has no gradient (and CasADi a NaN)
-        return VehicleModel(kind, model, 10, (0, 1, 2), lambda x: ca.sqrt(ca.sumsqr(x[3:6]) + 1e-4),
-                            None, (hover, 0.0, 0.0, 0.0),
+        # Velocity along the path, linear in the state: |v| (smoothed at rest) made a
+        # drone at rest on a straight line a saddle point, and cold starts failed there.
+        return VehicleModel(kind, model, 10, (0, 1, 2), lambda x, t: x[3] * t[0] + x[4] * t[1],
+                            _nose_vector, (hover, 0.0, 0.0, 0.0),
             (4 * hover, 6.0, 6.0, 3.0), tuple(0.05 / (span / 2) ** 2),
             tuple(0.01 / span ** 2))
     raise ValueError(f"no MPC model for vehicle type {kind!r}")
+
+
+def _yaw_vector(x: Any) -> Any:
+    return ca.vertcat(ca.cos(x[2]), ca.sin(x[2]))
+
+
+def _nose_vector(x: Any) -> Any:
+    """A drone's body x axis in the world, horizontal part (unit when level). Without a
+    cost on it a drone at rest exactly on its line is a saddle point of the problem (yaw
+    and roll are free and couple once it pitches): both solvers stalled there."""
+    qw, qx, qy, qz = x[6], x[7], x[8], x[9]
+    return ca.vertcat(1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy + qw * qz))
 
 
 @dataclass(frozen=True)
@@ -107,12 +122,20 @@ class MpcSettings:
     climb_mps: float = 1.0  # how fast a drone outside its altitude band is brought back
 
 
+PER_VEHICLE: dict[str, dict[str, Any]] = {
+    # A ship answers its helm slowly (CyberShip II needs seconds to turn), so it looks
+    # further ahead: with 2 s it drifted off the line and stayed there (RMSE 1.3 m, 0.2 m
+    # with 4 s).
+    "vessel": {"dt": 0.2},
+    # A firmer nose-along-the-path cost: at 1.0 a drone at rest on its line took 126
+    # iterations to leave the saddle point described at _nose_vector, at 3.0 35.
+    "quadrotor": {"heading_weight": 3.0},
+}
+
+
 def default_settings(kind: str, **overrides: Any) -> MpcSettings:
-    """Settings tuned per vehicle type. A ship answers its helm slowly (CyberShip II
-    needs seconds to turn), so it looks further ahead: 20 steps of 0.2 s; with 2 s it
-    drifted off the line and stayed there (RMSE 1.3 m against 0.2 m)."""
-    horizon_dt = {"vessel": 0.2}.get(kind, MpcSettings.dt)
-    return replace(MpcSettings(dt=horizon_dt), **overrides)
+    """Settings tuned per vehicle type, with `overrides` on top."""
+    return replace(MpcSettings(), **(PER_VEHICLE.get(kind, {}) | overrides))
 
 
 @dataclass
@@ -141,7 +164,8 @@ class PathTrackingMpc:
             self._solver = self._build()
         self._guess: np.ndarray | None = None  # the last solution, for warm starts
         self._plan: tuple[float, np.ndarray] | None = None  # (when, inputs (N, nu))
-        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "shifted": 0, "safe": 0}
+        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "shifted": 0, "safe": 0,
+                         "held": 0}
 
     # -- the problem ----------------------------------------------------------------------
 
@@ -197,12 +221,10 @@ class PathTrackingMpc:
                                                  band[1, k - 1]))
             p = ca.vertcat(*[x[i] for i in v.position])
             cost += s.position_weight * ca.sumsqr(p - ref[:dim, k])
-            cost += s.speed_weight * (v.speed(x) - ref[dim, k]) ** 2
+            cost += s.speed_weight * (v.speed(x, tangent[:, k]) - ref[dim, k]) ** 2
             cost += ca.sumsqr(ca.sqrt(ca.DM(v.input_weights)) * (u - ca.DM(v.u_ref)))
-            if v.heading is not None:  # zero where the path gives no direction
-                yaw, t = x[v.heading], tangent[:, k]
-                cost += s.heading_weight * ca.sumsqr(t) * ca.sumsqr(
-                    ca.vertcat(ca.cos(yaw), ca.sin(yaw)) - t)
+            t = tangent[:, k]  # zero where the path gives no direction
+            cost += s.heading_weight * ca.sumsqr(t) * ca.sumsqr(v.heading(x) - t)
         opti.minimize(cost)
         common = {"expand": True, "print_time": False, "error_on_fail": False}
         if self.compiled:  # -O1: as fast as -O2 here, in two thirds of the compile time
@@ -241,7 +263,7 @@ class PathTrackingMpc:
         args = [z0, ref, path_tangents(ref[:2]), A, b]
         if len(v.position) == 3:
             args.append(self._altitude_band(x[v.position[2]], altitude))
-        guess = self._warm_start(z0)
+        guess = self._warm_start(z0, ref)
         began = time.perf_counter()
         self.counters["solves"] += 1
         try:
@@ -278,11 +300,19 @@ class PathTrackingMpc:
                 return MpcResult(np.clip(inputs[step], lo, hi), status, elapsed, iterations,
                                  math.nan, "shifted")
         self.counters["safe"] += 1
+        return MpcResult(self._safe(safe), status, elapsed, iterations, math.nan, "safe")
+
+    def hold(self, status: str, safe: Callable[[], np.ndarray]) -> MpcResult:
+        """The safe command when there is nothing to solve (no path, no usable state)."""
+        self.counters["held"] += 1
+        return MpcResult(self._safe(safe), status, 0.0, 0, math.nan, "safe")
+
+    def _safe(self, safe: Callable[[], np.ndarray]) -> np.ndarray:
+        lo, hi = (np.asarray(bnd, float) for bnd in self.vehicle.model.input_bounds)
         command = np.asarray(safe(), float)
-        if not np.all(np.isfinite(command)):
+        if command.shape != lo.shape or not np.all(np.isfinite(command)):
             command = np.asarray(self.vehicle.u_ref, float)
-        return MpcResult(np.clip(command, lo, hi), status, elapsed, iterations, math.nan,
-                         "safe")
+        return np.clip(command, lo, hi)
 
     def _corridor(self, cells: list[tuple[np.ndarray, np.ndarray]]
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -312,14 +342,17 @@ class PathTrackingMpc:
         upper = np.maximum(ceiling, z - reach) if ceiling < math.inf else np.full(s.horizon, 1e9)
         return np.vstack([lower, upper])
 
-    def _warm_start(self, z0: np.ndarray) -> np.ndarray:
-        """The previous solution shifted one stage (the last stage repeated), or z0 held
-        constant over the horizon when there is none."""
+    def _warm_start(self, z0: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """The previous solution shifted one stage (the last stage repeated). Without one,
+        z0 with its position moved along the reference: z0 held still was a saddle point
+        for a drone at rest exactly on its line (both solvers stalled there)."""
         s, (nz, nw) = self.settings, self._layout
         stage = nz + nw + 1
         if self._guess is None:
-            zeros = np.zeros(nw + 1)
-            return np.concatenate([np.concatenate([z0, zeros])] * s.horizon + [z0])
+            stages = np.tile(np.concatenate([z0, np.zeros(nw + 1)]), (s.horizon + 1, 1))
+            stages[:, list(self.vehicle.position)] = ref[:len(self.vehicle.position)].T
+            stages[0, :nz] = z0
+            return np.concatenate([stages[:-1].ravel(), stages[-1, :nz]])
         stages = self._guess[: s.horizon * stage].reshape(s.horizon, stage)
         last = self._guess[s.horizon * stage:]
         shifted = np.vstack([stages[1:], np.concatenate([last, stages[-1, nz:]])])

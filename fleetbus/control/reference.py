@@ -1,0 +1,124 @@
+"""What the controller tracks over its horizon: the planned path and its corridor, seen
+from where the vehicle is now.
+
+The reference starts at the vehicle's projection onto the path and runs ahead at the
+path's speed profile, so a vehicle that falls behind (a gust, a slow start) is never
+chased by a reference running away from it: it is asked to resume the planned speed,
+not to catch up with a clock. Progress only goes forward, from the last projection, so
+a path that passes near itself is not short-cut.
+
+Each stage gets one cell of the corridor. Cells are taken in order: a stage moves on to
+the next cell only once its reference point and the previous plan's position for that
+stage are both inside it, so the constraints the solver receives are the ones its warm
+start already satisfies, and the hand-over happens where consecutive cells overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+Cell = tuple[np.ndarray, np.ndarray]  # A (m, 2), b (m,): A @ [x, y] <= b
+
+CELL_TOL_M = 1e-6  # a point this far outside a cell is still inside (rounding)
+LOOKAHEAD_SEGMENTS = 50  # how far along the path a projection may jump in one step
+MIN_ADVANCE = 0.05  # reference speed floor as a share of the path's top speed, so the
+# reference reaches the end of a profile that slows to zero there
+
+
+@dataclass
+class Horizon:
+    ref: np.ndarray  # (dim + 1, N + 1): positions then speed, per stage
+    corridor: list[Cell]  # N cells, one per stage
+    cells: list[int]  # which corridor cell each stage uses
+    progress_m: float  # arc length of the vehicle's projection onto the path
+    remaining_m: float  # path length still ahead of the projection
+
+
+class PathReference:
+    """A path (points (M, 2 or 3), speeds (M,)) with its corridor cells, followed from
+    one control step to the next."""
+
+    def __init__(self, points: ArrayLike, speeds: ArrayLike, cells: list[Cell]) -> None:
+        self.points = np.atleast_2d(np.asarray(points, float))
+        self.speeds = np.asarray(speeds, float).ravel()
+        if len(self.points) < 2 or len(self.speeds) != len(self.points):
+            raise ValueError(f"path: need >= 2 points with one speed each, got "
+                             f"{len(self.points)} points and {len(self.speeds)} speeds")
+        if not (np.all(np.isfinite(self.points)) and np.all(np.isfinite(self.speeds))
+                and np.all(self.speeds >= 0)):
+            raise ValueError("path: points and speeds must be finite, speeds >= 0")
+        if not cells:
+            raise ValueError("path: a corridor needs at least one cell")
+        self.cells = [(np.atleast_2d(np.asarray(A, float)), np.asarray(b, float).ravel())
+                      for A, b in cells]
+        steps = np.linalg.norm(np.diff(self.points, axis=0), axis=1)
+        self.s = np.concatenate([[0.0], np.cumsum(steps)])
+        self.length_m = float(self.s[-1])
+        self._segment = 0  # where the last projection fell
+        self._cell = 0  # the cell the vehicle was last assigned
+
+    def horizon(self, position: ArrayLike, horizon: int, dt: float,
+                previous: np.ndarray | None = None) -> Horizon:
+        """Reference and corridor for the next `horizon` steps of `dt` s from `position`;
+        `previous`: positions (N+1, >= 2) the last solution predicted for this horizon's
+        stages (shifted to start now), which steer the hand-over between cells."""
+        p = np.asarray(position, float)[: self.points.shape[1]]
+        s0 = self._project(p)
+        top = max(float(self.speeds.max()), 1e-3)
+        s = np.empty(horizon + 1)
+        s[0] = s0
+        for k in range(horizon):
+            v = max(float(np.interp(s[k], self.s, self.speeds)), MIN_ADVANCE * top)
+            s[k + 1] = min(self.length_m, s[k] + v * dt)
+        points = np.column_stack([np.interp(s, self.s, self.points[:, i])
+                                  for i in range(self.points.shape[1])])
+        speeds = np.interp(s, self.s, self.speeds)
+        ref = np.vstack([points.T, speeds])
+        cells = self._assign_cells(p[:2], points[:, :2], previous, horizon)
+        return Horizon(ref, [self.cells[c] for c in cells], cells, s0, self.length_m - s0)
+
+    def _project(self, p: np.ndarray) -> float:
+        """Arc length of the nearest path point, searched forward from the last one."""
+        first = max(self._segment - 1, 0)
+        last = min(self._segment + LOOKAHEAD_SEGMENTS, len(self.points) - 1)
+        a, b = self.points[first:last], self.points[first + 1:last + 1]
+        ab = b - a
+        t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(
+            np.einsum("ij,ij->i", ab, ab), 1e-12), 0.0, 1.0)
+        dist = np.linalg.norm(a + t[:, None] * ab - p, axis=1)
+        i = int(np.argmin(dist))
+        self._segment = first + i
+        return float(self.s[first + i] + t[i] * np.linalg.norm(ab[i]))
+
+    def _assign_cells(self, p: np.ndarray, ref: np.ndarray, previous: np.ndarray | None,
+                      horizon: int) -> list[int]:
+        current = self._start_cell(p)
+        self._cell = current
+        cells = []
+        for k in range(horizon):
+            probes = [ref[k]] if previous is None else [ref[k], previous[k, :2]]
+            while current + 1 < len(self.cells) and all(
+                    self._inside(current + 1, q) for q in probes):
+                current += 1
+            cells.append(current)
+        return cells
+
+    def _start_cell(self, p: np.ndarray) -> int:
+        """The cell holding the vehicle, from the one it was in (cells only advance): the
+        furthest of it and the next two, else the first further on (a path that loops
+        back may pass other cells that hold it too), else the least violated one (it is
+        outside: the softened constraints steer it back in)."""
+        ahead = range(self._cell, min(self._cell + LOOKAHEAD_SEGMENTS, len(self.cells)))
+        holding = [c for c in ahead if self._inside(c, p)]
+        near = [c for c in holding if c <= self._cell + 2]
+        if near or holding:
+            return near[-1] if near else holding[0]
+        violation = [float(np.max(self.cells[c][0] @ p - self.cells[c][1])) for c in ahead]
+        return ahead[int(np.argmin(violation))]
+
+    def _inside(self, cell: int, q: np.ndarray) -> bool:
+        A, b = self.cells[cell]
+        return bool(np.all(A @ q <= b + CELL_TOL_M))
