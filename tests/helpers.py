@@ -4,6 +4,7 @@ conditions, with a generous timeout that only matters when something is broken).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import fleetbus
 from fleetbus.bus.config import BusConfig
 from fleetbus.bus.registry_client import fetch_graph
+from fleetbus.messages import Odometry, Pose, Quaternion, Twist, Vector3, VehicleState
 
 
 def wait_until(
@@ -57,6 +59,26 @@ class FnNode(fleetbus.Node):
     def setup(self) -> None:
         if self._setup_fn is not None:
             self._setup_fn(self)
+
+
+class TruthOdometry(fleetbus.Node):
+    """The simulator's ground truth of a car as its estimate (zero covariance): the node
+    under test, not a filter. Parameter `vehicle_id` (default car1)."""
+
+    def setup(self) -> None:
+        vehicle = self.param("vehicle_id", "car1").value
+        pub = self.publisher(f"/{vehicle}/odometry", Odometry)
+
+        def relay(s: VehicleState) -> None:
+            q = s.pose.orientation
+            yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
+            v = s.twist.linear
+            surge = v.x * math.cos(yaw) + v.y * math.sin(yaw)
+            pub.publish(Odometry(header=s.header, pose=Pose(position=s.pose.position,
+                                                            orientation=Quaternion(
+                                                                w=q.w, x=q.x, y=q.y, z=q.z)),
+                                 twist=Twist(linear=Vector3(x=surge))))
+        self.subscribe(f"/{vehicle}/state", VehicleState, relay)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -14,12 +14,7 @@ from fleetbus.messages import (
     Event,
     GeofenceStatus,
     Header,
-    Odometry,
-    Pose,
-    Quaternion,
     String,
-    Twist,
-    Vector3,
     VehicleState,
 )
 from fleetbus.messages import Geofence as GeofenceMsg
@@ -27,7 +22,7 @@ from fleetbus.nodes.conversions import fence_to_msg
 from fleetbus.nodes.geofence_guard import GeofenceGuard
 from fleetbus.nodes.simulator import Simulator
 from fleetbus.planners import Geofence, Zone
-from tests.helpers import run_on, wait_until
+from tests.helpers import TruthOdometry, run_on, wait_until
 
 BOX = [(-50.0, -30.0), (40.0, -30.0), (40.0, 30.0), (-50.0, 30.0)]
 
@@ -40,25 +35,6 @@ class Driver(fleetbus.Node):
         pub = self.publisher("/car1/cmd", CarCommand, latched=True)
         self.timer(0.05, lambda: pub.publish(CarCommand(
             header=Header(stamp_ns=self.now_ns()), acceleration_mps2=accel)))
-
-
-class TruthOdometry(fleetbus.Node):
-    """The simulator's ground truth as the estimate (zero covariance): the guard under
-    test, not a filter."""
-
-    def setup(self) -> None:
-        pub = self.publisher("/car1/odometry", Odometry)
-
-        def relay(s: VehicleState) -> None:
-            q = s.pose.orientation
-            yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
-            v = s.twist.linear
-            surge = v.x * math.cos(yaw) + v.y * math.sin(yaw)
-            pub.publish(Odometry(header=s.header, pose=Pose(position=s.pose.position,
-                                                            orientation=Quaternion(
-                                                                w=q.w, x=q.x, y=q.y, z=q.z)),
-                                 twist=Twist(linear=Vector3(x=surge))))
-        self.subscribe("/car1/state", VehicleState, relay)
 
 
 def run_guarded_car(bus, start_x: float, accel: float, until) -> dict:

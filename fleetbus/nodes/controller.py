@@ -1,0 +1,212 @@
+"""The controller node: follows one vehicle's planned path with model-predictive control.
+
+Every control period it takes the latest estimate, the path and corridor from the
+planner and the altitude band of the corridor (drones), solves the MPC
+(fleetbus.control) and publishes the command, with a diagnostic of the solve. It never
+acts on a stale or invalid input:
+
+- no estimate, or one older than `stale_after_s`, or one that is not finite: no command
+  at all, so the vehicle's own command timeout takes over (hover, brake, no thrust);
+- no path yet, or a path whose corridor has not arrived: the safe command (hold);
+- the geofence guard has taken over (its status reports a failsafe): no command, the
+  guard's outrank it anyway; the controller starts afresh once it is cleared;
+- a solve that fails or runs over its budget: the previous plan, shifted, while it still
+  covers the moment, else the safe command (counted and reported).
+
+The solver is built (and compiled to C, once per problem, cached on disk) in the
+background: setup stays quick, and the node holds until the controller is ready.
+
+Parameters: `vehicle_id`, `vehicle_type`, `model` (the vehicle's model parameters, as the
+simulator takes them), `rate_hz`, `budget_margin_s` (the solve budget is the control
+period minus this), `stale_after_s`, `solver` (fatrop | ipopt), `horizon`, `jit`.
+Topics: `/<id>/path` (Path, latched), `/<id>/corridor` (Corridor, latched),
+`/<id>/odometry` and `/<id>/geofence_status` in; `/<id>/cmd` (latched),
+`/<id>/control` (Diagnostic, every period), `/diagnostics` (1 Hz) and `/events` out.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from fleetbus.control import safe_command
+from fleetbus.control.mpc import MpcResult, default_settings
+from fleetbus.control.reference import PathReference
+from fleetbus.control.tracking import PathController, model_state
+from fleetbus.estimation import Estimate
+from fleetbus.messages import (
+    Corridor,
+    Diagnostic,
+    GeofenceStatus,
+    Header,
+    Odometry,
+    Path,
+)
+from fleetbus.nodes.conversions import COMMANDS, command_message
+from fleetbus.nodes.vehicle_node import VehicleNode
+from fleetbus.sim_bridge.vehicles import make_model
+
+PATH_DONE_M = 0.5  # the path is complete when this little of it is left
+
+
+class ControllerNode(VehicleNode):
+    def setup(self) -> None:
+        self.vehicle_params("control", COMMANDS)
+        self.model = make_model(self.kind, self.param("model", {}).value or None)
+        rate = float(self.param("rate_hz", 10.0, "control rate, Hz").value)
+        margin = float(self.param("budget_margin_s", 0.02, "period minus this is the "
+                                  "solve budget, s").value)
+        self.stale_after = float(self.param("stale_after_s", 0.3, "an estimate older "
+                                            "than this is not acted on, s").value)
+        overrides = {"solver": self.param("solver", "fatrop", "fatrop | ipopt").value,
+                     "horizon": int(self.param("horizon", 20, "MPC steps").value),
+                     "jit": bool(self.param("jit", True, "compile the solver to C").value),
+                     "budget_s": max(1.0 / rate - margin, 1e-3)}
+        if overrides["solver"] not in ("fatrop", "ipopt"):
+            raise ValueError(f"controller: solver must be fatrop or ipopt, got "
+                             f"{overrides['solver']!r}")
+        self.settings = default_settings(self.kind, **overrides)
+        self.controller: PathController | None = None
+        threading.Thread(target=self._build, name=f"{self.name}-build", daemon=True).start()
+        self.estimate: Estimate | None = None
+        self.path: Path | None = None
+        self.corridor: Corridor | None = None
+        self.failsafe = "none"
+        self.u_last: np.ndarray | None = None
+        self.warned: set[str] = set()
+        self.subscribe(f"/{self.vehicle}/path", Path, self._on_path)
+        self.subscribe(f"/{self.vehicle}/corridor", Corridor, self._on_corridor)
+        self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry, conflate=True)
+        self.subscribe(f"/{self.vehicle}/geofence_status", GeofenceStatus, self._on_status,
+                       conflate=True)
+        self.command = self.publisher(f"/{self.vehicle}/cmd", COMMANDS[self.kind],
+                                      latched=True)
+        self.control = self.publisher(f"/{self.vehicle}/control", Diagnostic)
+        self.diagnostics = self.publisher("/diagnostics", Diagnostic, depth=100)
+        self.timer(1.0 / rate, self._tick)
+        self.timer(1.0, self._diagnose)
+
+    def _build(self) -> None:
+        controller = PathController(self.kind, self.model, self.settings)
+        self.call_soon_threadsafe(lambda: self._ready(controller))
+
+    def _ready(self, controller: PathController) -> None:
+        self.controller = controller
+        self._load_route()  # a route that came while the solver was being built
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        self.estimate = self.read_estimate(msg)
+
+    def _on_path(self, msg: Path) -> None:
+        self.path = msg
+        self._load_route()
+
+    def _on_corridor(self, msg: Corridor) -> None:
+        self.corridor = msg
+        self._load_route()
+
+    def _on_status(self, msg: GeofenceStatus) -> None:
+        if msg.failsafe != "none" and self.failsafe == "none":
+            self._once("guard", "control_yielded", "warn", f"the geofence guard's "
+                       f"{msg.failsafe} failsafe has the vehicle: not commanding")
+        elif msg.failsafe == "none" and self.failsafe != "none":
+            self.warned.discard("guard")
+            self._load_route()  # start afresh from where the failsafe left the vehicle
+        self.failsafe = msg.failsafe
+
+    def _load_route(self) -> None:
+        """Follow the path once its corridor (same stamp) is here too."""
+        path, corridor, controller = self.path, self.corridor, self.controller
+        if (path is None or corridor is None or controller is None
+                or path.header.stamp_ns != corridor.header.stamp_ns):
+            return
+        dims = 3 if self.kind == "quadrotor" else 2
+        points = [[p.position.x, p.position.y, p.position.z][:dims] for p in path.poses]
+        rows = self.settings.corridor_rows
+        try:
+            too_big = [i for i, c in enumerate(corridor.cells) if len(c.b) > rows]
+            if too_big:
+                raise ValueError(f"corridor cells {too_big} have more than {rows} sides")
+            cells = [(np.column_stack([c.a_x, c.a_y]), np.asarray(c.b)) for c in corridor.cells]
+            reference = PathReference(points, path.speeds_mps, cells)
+        except ValueError as exc:
+            self._count("invalid_path", f"/{self.vehicle}/path rejected: {exc}")
+            self.vehicle_event("invalid_path", "error", f"path rejected: {exc}")
+            controller.follow(None)
+            return
+        controller.follow(reference, (corridor.floor_m, corridor.ceiling_m))
+        self.warned.discard("done")
+        self.vehicle_event("path_following", "info", f"following a {reference.length_m:.1f} m "
+                           f"path in {len(cells)} corridor cells")
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        controller, est = self.controller, self.estimate
+        if controller is None:
+            return  # still building: the vehicle's command timeout holds it
+        if est is None or self.now() - est.stamp_s > self.stale_after:
+            self._once("stale", "estimate_stale", "error", "no fresh estimate: not "
+                       "commanding")
+            return
+        self.warned.discard("stale")
+        if self.failsafe != "none":
+            return
+        x = model_state(self.kind, est)
+        u_last = self.u_last if self.u_last is not None else np.asarray(
+            controller.mpc.vehicle.u_ref)
+        result = controller.step(self.now(), x, u_last,
+                                 lambda: safe_command(self.kind, self.model, est, "hold"))
+        self.u_last = result.command
+        self.command.publish(command_message(self.kind, result.command, self.now_ns()))
+        self._report(result)
+
+    def _report(self, result: MpcResult) -> None:
+        horizon = self.controller.horizon if self.controller.path is not None else None
+        if result.fallback and horizon is not None:  # without a path, holding is the job
+            self._once("fallback", "control_fallback", "warn", f"solver: {result.status}; "
+                       f"using the {result.fallback} command")
+        elif not result.fallback:
+            self.warned.discard("fallback")
+        if horizon is not None and horizon.remaining_m < PATH_DONE_M:
+            self._once("done", "path_complete", "info", "reached the end of the path")
+        level = "ok" if not result.fallback else "warn"
+        self.control.publish(Diagnostic(
+            header=Header(stamp_ns=self.now_ns()), name=f"control/{self.vehicle}",
+            level=level, message=result.status, values={
+                "solve_ms": f"{result.solve_s * 1e3:.3f}",
+                "iterations": str(result.iterations),
+                "status": result.status,
+                "max_slack_m": _num(result.max_slack_m),
+                "fallback": result.fallback or "none",
+                "remaining_m": _num(horizon.remaining_m if horizon else math.nan)}))
+
+    def _diagnose(self) -> None:
+        controller = self.controller
+        stamp = Header(stamp_ns=self.now_ns())
+        name = f"control/{self.vehicle}"
+        if controller is None:
+            self.diagnostics.publish(Diagnostic(header=stamp, name=name, level="warn",
+                                                message="building the solver"))
+            return
+        counters = controller.mpc.counters
+        level = "ok" if counters["failed"] == 0 else "warn"
+        self.diagnostics.publish(Diagnostic(
+            header=stamp, name=name, level=level,
+            message="following" if controller.path is not None else "no path",
+            values={k: str(v) for k, v in counters.items()}
+            | {"compiled": str(controller.mpc.compiled).lower(),
+               "solver": self.settings.solver}))
+
+    def _once(self, key: str, kind: str, severity: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self.vehicle_event(kind, severity, message)
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "nan"
