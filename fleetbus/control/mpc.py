@@ -28,6 +28,7 @@ faster solves than CasADi's virtual machine.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -39,10 +40,17 @@ import casadi as ca
 import numpy as np
 
 import fleetbus.models
-from fleetbus.control.compiled import cache_key, compiler_available, load_or_build
+from fleetbus.control.compiled import (
+    cache_key,
+    compiler_available,
+    jit_name,
+    jit_options,
+    load_or_build,
+)
 from fleetbus.models import rk4
 
 Solver = Literal["fatrop", "ipopt"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -158,9 +166,16 @@ class PathTrackingMpc:
         self.vehicle, self.settings = vehicle, settings
         self._layout = (vehicle.nx + vehicle.nu, vehicle.nu)  # stage: z, w, slack
         self.compiled = settings.jit and compiler_available()
+        self._solver: ca.Function | None = None
         if self.compiled:
-            self._solver = load_or_build("mpc", self._cache_key(), self._build)
-        else:
+            key = self._cache_key()
+            try:
+                self._solver = load_or_build("mpc", key, lambda: self._build(jit_name(key)))
+            except RuntimeError as exc:  # no compiler after all, an unwritable directory
+                log.warning("MPC: compiling the solver failed, running it uncompiled: %s",
+                            exc)
+                self.compiled = False
+        if self._solver is None:
             self._solver = self._build()
         self._guess: np.ndarray | None = None  # the last solution, for warm starts
         self._plan: tuple[float, np.ndarray] | None = None  # (when, inputs (N, nu))
@@ -176,7 +191,8 @@ class PathTrackingMpc:
         models = Path(fleetbus.models.__file__).parent
         return cache_key(description, [Path(__file__), *models.glob("*.py")])
 
-    def _build(self) -> ca.Function:
+    def _build(self, compile_as: str | None = None) -> ca.Function:
+        """The solver as a function; `compile_as`: compile it to C under that name."""
         v, s = self.vehicle, self.settings
         N, nx, nu, m, dim = s.horizon, v.nx, v.nu, s.corridor_rows, len(v.position)
         lo, hi = (np.asarray(b, float) for b in v.model.input_bounds)
@@ -227,9 +243,8 @@ class PathTrackingMpc:
             cost += s.heading_weight * ca.sumsqr(t) * ca.sumsqr(v.heading(x) - t)
         opti.minimize(cost)
         common = {"expand": True, "print_time": False, "error_on_fail": False}
-        if self.compiled:  # -O1: as fast as -O2 here, in two thirds of the compile time
-            common |= {"jit": True, "compiler": "shell", "jit_serialize": "embed",
-                       "jit_options": {"flags": ["-O1"], "verbose": False}}
+        if compile_as is not None:
+            common |= jit_options(compile_as)
         if s.solver == "fatrop":
             opti.solver("fatrop", common | {"structure_detection": "auto",
                                             "fatrop": {"print_level": 0, "max_iter": s.max_iter,
