@@ -3,13 +3,15 @@
 The problem, over N steps of dt (multiple shooting, RK4 on the very `f` the simulator
 integrates):
 
-    state  z_k = [x_k; u_k]          the model state and the input being applied
-    input  w_k = du_k/dt             the input's rate
-    z_{k+1} = [rk4(f, x_k, u_k, dt); u_k + w_k dt],   z_0 = [x(now); u(last sent)]
+    state  z_k = [x_k; u_k]          the model state and the input last applied
+    input  w_k = du/dt               the input's rate over stage k
+    z_{k+1} = [rk4(f, x_k, v_k, dt); v_k],  v_k = u_k + w_k dt  (applied over stage k: the
+              command sent now, v_0, acts at once),   z_0 = [x(now); u(last sent)]
     u_min <= u_k <= u_max,   |w_k| <= rate limits
     A_k p_k <= b_k + s_k,  s_k >= 0  (the planner's corridor, softened: an exact L1 penalty
                                       keeps the problem feasible under disturbance)
-    floor_k <= z_k <= ceiling_k      (drones; a band that recedes from a drone outside it)
+    floor - s_k <= z_k <= ceiling + s_k   (drones' altitude band, softened the same way: a
+                                      drone outside it is brought back, not left failing)
     minimise  sum |p_k - p_ref,k|^2_Q + (speed_k - v_ref,k)^2 q_v + |u_k - u_ref|^2_R
               + |w_k|^2_W + rho s_k + q_h |t_k|^2 |(cos yaw_k, sin yaw_k) - t_k|^2
     where t_k is the reference's unit direction (cars and ships should face along it).
@@ -51,6 +53,7 @@ from fleetbus.models import rk4
 
 Solver = Literal["fatrop", "ipopt"]
 log = logging.getLogger(__name__)
+BIG_M = 1e9  # an infinite altitude bound, as a number the solver can take
 
 
 @dataclass(frozen=True)
@@ -118,23 +121,23 @@ class MpcSettings:
     horizon: int = 20
     dt: float = 0.1  # s per step
     solver: Solver = "fatrop"
-    max_iter: int = 50
+    max_iter: int = 100  # cold starts from outside the corridor took up to 45
     tol: float = 1e-4
     position_weight: float = 1.0  # Q, per m^2
     speed_weight: float = 0.5  # per (m/s)^2
     heading_weight: float = 1.0  # per unit |heading - path tangent|^2 (unit vectors)
-    slack_weight: float = 200.0  # rho: exact penalty per m of corridor violation
+    slack_weight: float = 1000.0  # rho per m outside: 200 let a car recovering into its
+    # lane overshoot the far edge by 0.2 m, 2000 stalled a drone starting 3 m under its floor
     corridor_rows: int = 8  # half-planes per stage (fewer are padded, more refused)
     budget_s: float = 0.08  # a solve slower than this is not used
     jit: bool = True  # compile the solver's callbacks to C (when gcc is there), cached
-    climb_mps: float = 1.0  # how fast a drone outside its altitude band is brought back
 
 
 PER_VEHICLE: dict[str, dict[str, Any]] = {
     # A ship answers its helm slowly (CyberShip II needs seconds to turn), so it looks
     # further ahead: with 2 s it drifted off the line and stayed there (RMSE 1.3 m, 0.2 m
     # with 4 s).
-    "vessel": {"dt": 0.2},
+    "vessel": {"dt": 0.4},
     # A firmer nose-along-the-path cost: at 1.0 a drone at rest on its line took 126
     # iterations to leave the saddle point described at _nose_vector, at 3.0 35.
     "quadrotor": {"heading_weight": 3.0},
@@ -202,8 +205,7 @@ class PathTrackingMpc:
         tangent = opti.parameter(2, N + 1)  # unit path direction per stage (0: none)
         A = opti.parameter(m * N, 2)
         b = opti.parameter(m * N)
-        # altitude floor and ceiling per stage (drones), relaxed near z0 in solve()
-        band = opti.parameter(2, N) if dim == 3 else None
+        band = opti.parameter(2) if dim == 3 else None  # altitude floor, ceiling (drones)
         zs, ws, slacks = [], [], []
         # Variables are declared stage by stage, each stage's constraints right after:
         # the order fatrop's structure detection reads the stages from.
@@ -220,21 +222,23 @@ class PathTrackingMpc:
                 opti.subject_to(z == z0)
             if k < N:
                 w = ws[k]
-                opti.subject_to(zs[k + 1] == ca.vertcat(rk4(v.model.f, x, u, s.dt),
-                                                         u + w * s.dt))
+                applied = u + w * s.dt
+                opti.subject_to(zs[k + 1] == ca.vertcat(rk4(v.model.f, x, applied, s.dt),
+                                                         applied))
                 opti.subject_to(opti.bounded(-np.asarray(v.rate_limits), w,
                                              np.asarray(v.rate_limits)))
                 opti.subject_to(slacks[k] >= 0)
                 rows = slice(k * m, (k + 1) * m)
                 xy = ca.vertcat(x[v.position[0]], x[v.position[1]])
                 opti.subject_to(A[rows, :] @ xy <= b[rows] + slacks[k])
+                if band is not None:
+                    altitude = x[v.position[2]]
+                    opti.subject_to(band[0] - altitude <= slacks[k])
+                    opti.subject_to(altitude - band[1] <= slacks[k])
                 cost += s.slack_weight * slacks[k] + ca.sumsqr(ca.sqrt(
                     ca.DM(v.rate_weights)) * w)
             if k > 0:
                 opti.subject_to(opti.bounded(lo, u, hi))
-                if band is not None:
-                    opti.subject_to(opti.bounded(band[0, k - 1], x[v.position[2]],
-                                                 band[1, k - 1]))
             p = ca.vertcat(*[x[i] for i in v.position])
             cost += s.position_weight * ca.sumsqr(p - ref[:dim, k])
             cost += s.speed_weight * (v.speed(x, tangent[:, k]) - ref[dim, k]) ** 2
@@ -277,7 +281,14 @@ class PathTrackingMpc:
         z0 = np.concatenate([x, np.clip(u_last, lo, hi)])
         args = [z0, ref, path_tangents(ref[:2]), A, b]
         if len(v.position) == 3:
-            args.append(self._altitude_band(x[v.position[2]], altitude))
+            args.append(np.clip(altitude, -BIG_M, BIG_M))
+        finite = [np.all(np.isfinite(a)) for a in (x, u_last, ref, A, b)]
+        if not all(finite):  # fatrop would spin on a NaN for a minute, not fail
+            names = ("state", "last input", "reference", "corridor", "corridor")
+            bad = sorted({n for n, ok in zip(names, finite, strict=True) if not ok})
+            self.counters["solves"] += 1
+            self.counters["failed"] += 1
+            return self._fallback(now_s, f"not finite: {', '.join(bad)}", 0.0, 0, safe)
         guess = self._warm_start(z0, ref)
         began = time.perf_counter()
         self.counters["solves"] += 1
@@ -298,7 +309,7 @@ class PathTrackingMpc:
             return self._fallback(now_s, status, elapsed, iterations, safe)
         zs, _ws, slacks = self._unpack(out)
         self._guess = out
-        inputs = zs[1:, v.nx:]  # the input each stage applies: u_1 is the first new one
+        inputs = zs[1:, v.nx:]  # the input applied over each stage, from now
         self._plan = (now_s, inputs)
         command = np.clip(inputs[0], lo, hi)
         return MpcResult(command, status, elapsed, iterations, float(np.max(slacks)),
@@ -309,8 +320,10 @@ class PathTrackingMpc:
         lo, hi = (np.asarray(bnd, float) for bnd in self.vehicle.model.input_bounds)
         if self._plan is not None:
             when, inputs = self._plan
-            step = round((now_s - when) / self.settings.dt)
-            if 0 < step < len(inputs):  # the previous plan still covers now
+            # the stage of the previous plan that covers now (a hair early still counts:
+            # rounding in the clock must not skip the plan)
+            step = math.floor((now_s - when) / self.settings.dt + 1e-6)
+            if now_s > when and step < len(inputs):
                 self.counters["shifted"] += 1
                 return MpcResult(np.clip(inputs[step], lo, hi), status, elapsed, iterations,
                                  math.nan, "shifted")
@@ -346,17 +359,6 @@ class PathTrackingMpc:
             b[k * s.corridor_rows: k * s.corridor_rows + len(bk)] = bk
         return A, b
 
-    def _altitude_band(self, z: float, altitude: tuple[float, float]) -> np.ndarray:
-        """Floor and ceiling per stage. A drone below the floor (or above the ceiling)
-        gets a band that recedes at `climb_mps` per second from where it is, so the
-        problem stays feasible and the solution climbs (or descends) back in."""
-        s = self.settings
-        floor, ceiling = altitude
-        reach = s.climb_mps * s.dt * np.arange(1, s.horizon + 1)
-        lower = np.minimum(floor, z + reach) if floor > -math.inf else np.full(s.horizon, -1e9)
-        upper = np.maximum(ceiling, z - reach) if ceiling < math.inf else np.full(s.horizon, 1e9)
-        return np.vstack([lower, upper])
-
     def _warm_start(self, z0: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """The previous solution shifted one stage (the last stage repeated). Without one,
         z0 with its position moved along the reference: z0 held still was a saddle point
@@ -365,7 +367,7 @@ class PathTrackingMpc:
         stage = nz + nw + 1
         if self._guess is None:
             stages = np.tile(np.concatenate([z0, np.zeros(nw + 1)]), (s.horizon + 1, 1))
-            stages[:, list(self.vehicle.position)] = ref[:len(self.vehicle.position)].T
+            stages[:, list(self.vehicle.position[:2])] = ref[:2].T
             stages[0, :nz] = z0
             return np.concatenate([stages[:-1].ravel(), stages[-1, :nz]])
         stages = self._guess[: s.horizon * stage].reshape(s.horizon, stage)

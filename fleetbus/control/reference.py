@@ -4,8 +4,10 @@ from where the vehicle is now.
 The reference starts at the vehicle's projection onto the path and runs ahead at the
 path's speed profile, so a vehicle that falls behind (a gust, a slow start) is never
 chased by a reference running away from it: it is asked to resume the planned speed,
-not to catch up with a clock. Progress only goes forward, from the last projection, so
-a path that passes near itself is not short-cut.
+not to catch up with a clock. The projection is tracked, not searched for afresh: from
+the last one it moves along the path while the path comes nearer the vehicle, so a
+vehicle pushed back is followed back, and a path that passes near itself (a U-turn, a
+loop) is not short-cut to its other leg.
 
 Each stage gets one cell of the corridor. Cells are taken in order: a stage moves on to
 the next cell only once its reference point and the previous plan's position for that
@@ -23,7 +25,7 @@ from numpy.typing import ArrayLike
 Cell = tuple[np.ndarray, np.ndarray]  # A (m, 2), b (m,): A @ [x, y] <= b
 
 CELL_TOL_M = 1e-6  # a point this far outside a cell is still inside (rounding)
-LOOKAHEAD_SEGMENTS = 50  # how far along the path a projection may jump in one step
+LOOKAHEAD_SEGMENTS = 50  # cells considered ahead of the current one
 MIN_ADVANCE = 0.05  # reference speed floor as a share of the path's top speed, so the
 # reference reaches the end of a profile that slows to zero there
 
@@ -54,6 +56,10 @@ class PathReference:
             raise ValueError("path: a corridor needs at least one cell")
         self.cells = [(np.atleast_2d(np.asarray(A, float)), np.asarray(b, float).ravel())
                       for A, b in cells]
+        for i, (A, b) in enumerate(self.cells):
+            if A.shape != (len(b), 2) or not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
+                raise ValueError(f"path: corridor cell {i} is not finite rows of A (m, 2), "
+                                 f"b (m,): A {A.shape}, b {b.shape}")
         steps = np.linalg.norm(np.diff(self.points, axis=0), axis=1)
         self.s = np.concatenate([[0.0], np.cumsum(steps)])
         self.length_m = float(self.s[-1])
@@ -81,17 +87,24 @@ class PathReference:
         return Horizon(ref, [self.cells[c] for c in cells], cells, s0, self.length_m - s0)
 
     def _project(self, p: np.ndarray) -> float:
-        """Arc length of the nearest path point, searched forward from the last one."""
-        first = max(self._segment - 1, 0)
-        last = min(self._segment + LOOKAHEAD_SEGMENTS, len(self.points) - 1)
-        a, b = self.points[first:last], self.points[first + 1:last + 1]
+        """Arc length of the vehicle's projection: from the last projection's segment,
+        step to the next (or the previous) segment while that one is nearer."""
+        i = self._segment
+        while i + 1 < len(self.points) - 1 and self._distance(i + 1, p)[0] <= self._distance(
+                i, p)[0]:
+            i += 1
+        while i > 0 and self._distance(i - 1, p)[0] < self._distance(i, p)[0]:
+            i -= 1
+        self._segment = i
+        return float(self.s[i] + self._distance(i, p)[1])
+
+    def _distance(self, i: int, p: np.ndarray) -> tuple[float, float]:
+        """Distance from p to segment i, and how far along the segment its foot is."""
+        a, b = self.points[i], self.points[i + 1]
         ab = b - a
-        t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(
-            np.einsum("ij,ij->i", ab, ab), 1e-12), 0.0, 1.0)
-        dist = np.linalg.norm(a + t[:, None] * ab - p, axis=1)
-        i = int(np.argmin(dist))
-        self._segment = first + i
-        return float(self.s[first + i] + t[i] * np.linalg.norm(ab[i]))
+        length = float(np.linalg.norm(ab))
+        t = 0.0 if length < 1e-12 else min(max(float((p - a) @ ab) / length ** 2, 0.0), 1.0)
+        return float(np.linalg.norm(a + t * ab - p)), t * length
 
     def _assign_cells(self, p: np.ndarray, ref: np.ndarray, previous: np.ndarray | None,
                       horizon: int) -> list[int]:
