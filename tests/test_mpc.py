@@ -46,7 +46,6 @@ from shapely.geometry import LineString, Point, box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from fleetbus.control.closed_loop import Trace, run
 from fleetbus.control.compiled import compiler_available
 from fleetbus.control.mpc import (
     MpcResult,
@@ -60,6 +59,7 @@ from fleetbus.control.tracking import PathController
 from fleetbus.models import Bicycle, rk4
 from fleetbus.planners.corridor import CorridorCell, convex_corridor
 from fleetbus.planners.smoothing import fillet_path, speed_profile
+from fleetbus.sim_bridge.closed_loop import Trace, run
 from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
 
 N, DT = 20, 0.1

@@ -1,6 +1,6 @@
 """Path following for one vehicle: the MPC, the path it follows and what it does when it
 has nothing to follow. The controller node puts this on the bus; tests and benchmarks run
-it against the simulator's physics directly (fleetbus.control.closed_loop)."""
+it against the simulator's physics directly (fleetbus.sim_bridge.closed_loop)."""
 
 from __future__ import annotations
 
