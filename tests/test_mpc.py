@@ -416,8 +416,8 @@ def test_a_failed_solve_falls_back_to_the_shifted_plan_then_the_safe_command():
     mpc = PathTrackingMpc(vehicle_model("car", Bicycle()), MpcSettings(budget_s=5.0, jit=False))
     drive(mpc, 5)  # a good plan first
     starved = PathTrackingMpc(mpc.vehicle, MpcSettings(max_iter=1, budget_s=5.0, jit=False))
-    starved._plan = mpc._plan  # the last good plan, as if from the same controller
-    when = mpc._plan[0]
+    starved.fallbacks.plan = mpc.fallbacks.plan  # as if the same controller
+    when = mpc.fallbacks.plan[0]
     x = np.array([2.0, 1.0, 0.0, 4.0])
     ts = np.arange(N + 1) * DT
     ref = np.vstack([4.0 * ts, 0.0 * ts, 4.0 + 0.0 * ts])
@@ -439,7 +439,7 @@ def test_a_ship_failing_one_period_after_a_good_solve_keeps_to_its_plan():
     ref = np.vstack([0.5 * ts, 0 * ts, 0.5 + 0 * ts])
     lane = LANE[:1] * n
     assert not good.solve(x, np.zeros(2), ref, lane, 0.0, lambda: np.zeros(2)).fallback
-    starved._plan = good._plan
+    starved.fallbacks.plan = good.fallbacks.plan
     assert starved.solve(x, np.zeros(2), ref, lane, PERIOD_S,
                          lambda: np.zeros(2)).fallback == "shifted"
 

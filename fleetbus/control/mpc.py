@@ -181,9 +181,8 @@ class PathTrackingMpc:
         if self._solver is None:
             self._solver = self._build()
         self._guess: np.ndarray | None = None  # the last solution, for warm starts
-        self._plan: tuple[float, np.ndarray] | None = None  # (when, inputs (N, nu))
-        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "shifted": 0, "safe": 0,
-                         "held": 0}
+        self.fallbacks = Fallbacks(vehicle, settings)
+        self.counters = self.fallbacks.counters
 
     # -- the problem ----------------------------------------------------------------------
 
@@ -277,7 +276,7 @@ class PathTrackingMpc:
         lo, hi = (np.asarray(bnd, float) for bnd in v.model.input_bounds)
         x = np.asarray(x, float)
         ref = np.asarray(ref, float)
-        A, b = self._corridor(corridor)
+        A, b = stack_corridor(corridor, s)
         z0 = np.concatenate([x, np.clip(u_last, lo, hi)])
         args = [z0, ref, path_tangents(ref[:2]), A, b]
         if len(v.position) == 3:
@@ -288,7 +287,8 @@ class PathTrackingMpc:
             bad = sorted({n for n, ok in zip(names, finite, strict=True) if not ok})
             self.counters["solves"] += 1
             self.counters["failed"] += 1
-            return self._fallback(now_s, f"not finite: {', '.join(bad)}", 0.0, 0, safe)
+            return self.fallbacks.fallback(now_s, f"not finite: {', '.join(bad)}", 0.0, 0,
+                                           safe)
         guess = self._warm_start(z0, ref)
         began = time.perf_counter()
         self.counters["solves"] += 1
@@ -306,58 +306,18 @@ class PathTrackingMpc:
             self.counters["overrun"] += 1
         if not ok:
             self.counters["failed"] += 1
-            return self._fallback(now_s, status, elapsed, iterations, safe)
+            return self.fallbacks.fallback(now_s, status, elapsed, iterations, safe)
         zs, _ws, slacks = self._unpack(out)
         self._guess = out
         inputs = zs[1:, v.nx:]  # the input applied over each stage, from now
-        self._plan = (now_s, inputs)
+        self.fallbacks.plan = (now_s, inputs)
         command = np.clip(inputs[0], lo, hi)
         return MpcResult(command, status, elapsed, iterations, float(np.max(slacks)),
                          predicted=zs[:, :v.nx])
 
-    def _fallback(self, now_s: float, status: str, elapsed: float, iterations: int,
-                  safe: Callable[[], np.ndarray]) -> MpcResult:
-        lo, hi = (np.asarray(bnd, float) for bnd in self.vehicle.model.input_bounds)
-        if self._plan is not None:
-            when, inputs = self._plan
-            # the stage of the previous plan that covers now (a hair early still counts:
-            # rounding in the clock must not skip the plan)
-            step = math.floor((now_s - when) / self.settings.dt + 1e-6)
-            if now_s > when and step < len(inputs):
-                self.counters["shifted"] += 1
-                return MpcResult(np.clip(inputs[step], lo, hi), status, elapsed, iterations,
-                                 math.nan, "shifted")
-        self.counters["safe"] += 1
-        return MpcResult(self._safe(safe), status, elapsed, iterations, math.nan, "safe")
-
     def hold(self, status: str, safe: Callable[[], np.ndarray]) -> MpcResult:
         """The safe command when there is nothing to solve (no path, no usable state)."""
-        self.counters["held"] += 1
-        return MpcResult(self._safe(safe), status, 0.0, 0, math.nan, "safe")
-
-    def _safe(self, safe: Callable[[], np.ndarray]) -> np.ndarray:
-        lo, hi = (np.asarray(bnd, float) for bnd in self.vehicle.model.input_bounds)
-        command = np.asarray(safe(), float)
-        if command.shape != lo.shape or not np.all(np.isfinite(command)):
-            command = np.asarray(self.vehicle.u_ref, float)
-        return np.clip(command, lo, hi)
-
-    def _corridor(self, cells: list[tuple[np.ndarray, np.ndarray]]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-stage half-planes padded to `corridor_rows` with 0 x <= 1 (always true)."""
-        s = self.settings
-        A = np.zeros((s.corridor_rows * s.horizon, 2))
-        b = np.ones(s.corridor_rows * s.horizon)
-        if len(cells) != s.horizon:
-            raise ValueError(f"corridor: need {s.horizon} stages of (A, b), got {len(cells)}")
-        for k, (Ak, bk) in enumerate(cells):
-            Ak, bk = np.atleast_2d(np.asarray(Ak, float)), np.asarray(bk, float).ravel()
-            if len(bk) > s.corridor_rows or Ak.shape != (len(bk), 2):
-                raise ValueError(f"corridor stage {k}: A {Ak.shape} and b {bk.shape} do not "
-                                 f"fit {s.corridor_rows} rows of 2")
-            A[k * s.corridor_rows: k * s.corridor_rows + len(bk)] = Ak
-            b[k * s.corridor_rows: k * s.corridor_rows + len(bk)] = bk
-        return A, b
+        return self.fallbacks.hold(status, safe)
 
     def _warm_start(self, z0: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """The previous solution shifted one stage (the last stage repeated). Without one,
@@ -382,6 +342,63 @@ class PathTrackingMpc:
         stages = out[: s.horizon * stage].reshape(s.horizon, stage)
         zs = np.vstack([stages[:, :nz], out[s.horizon * stage:]])
         return zs, stages[:, nz:nz + nw], stages[:, -1]
+
+
+class Fallbacks:
+    """What a controller sends when its solve cannot be used: the last good plan's input
+    for now while that plan still covers now, else the vehicle's safe command; counted."""
+
+    def __init__(self, vehicle: VehicleModel, settings: MpcSettings) -> None:
+        self.vehicle, self.settings = vehicle, settings
+        self.lo, self.hi = (np.asarray(b, float) for b in vehicle.model.input_bounds)
+        self.plan: tuple[float, np.ndarray] | None = None  # (when, inputs (N, nu))
+        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "shifted": 0, "safe": 0,
+                         "held": 0}
+
+    def fallback(self, now_s: float, status: str, elapsed: float, iterations: int,
+                 safe: Callable[[], np.ndarray]) -> MpcResult:
+        """The command after a failed solve (the caller counted the failure)."""
+        if self.plan is not None:
+            when, inputs = self.plan
+            # the stage of the previous plan that covers now (a hair early still counts:
+            # rounding in the clock must not skip the plan)
+            step = math.floor((now_s - when) / self.settings.dt + 1e-6)
+            if now_s > when and step < len(inputs):
+                self.counters["shifted"] += 1
+                return MpcResult(np.clip(inputs[step], self.lo, self.hi), status, elapsed,
+                                 iterations, math.nan, "shifted")
+        self.counters["safe"] += 1
+        return MpcResult(self.safe(safe), status, elapsed, iterations, math.nan, "safe")
+
+    def hold(self, status: str, safe: Callable[[], np.ndarray]) -> MpcResult:
+        self.counters["held"] += 1
+        return MpcResult(self.safe(safe), status, 0.0, 0, math.nan, "safe")
+
+    def safe(self, safe: Callable[[], np.ndarray]) -> np.ndarray:
+        """`safe()` if it is a finite command of the right shape, else the trim input;
+        within the input bounds either way."""
+        command = np.asarray(safe(), float)
+        if command.shape != self.lo.shape or not np.all(np.isfinite(command)):
+            command = np.asarray(self.vehicle.u_ref, float)
+        return np.clip(command, self.lo, self.hi)
+
+
+def stack_corridor(cells: list[tuple[np.ndarray, np.ndarray]], settings: MpcSettings
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-stage half-planes (A, b) stacked, each stage padded to `corridor_rows` with
+    0 x <= 1 (always true): the solver's corridor parameters."""
+    rows, N = settings.corridor_rows, settings.horizon
+    if len(cells) != N:
+        raise ValueError(f"corridor: need {N} stages of (A, b), got {len(cells)}")
+    A, b = np.zeros((rows * N, 2)), np.ones(rows * N)
+    for k, (Ak, bk) in enumerate(cells):
+        Ak, bk = np.atleast_2d(np.asarray(Ak, float)), np.asarray(bk, float).ravel()
+        if len(bk) > rows or Ak.shape != (len(bk), 2):
+            raise ValueError(f"corridor stage {k}: A {Ak.shape} and b {bk.shape} do not "
+                             f"fit {rows} rows of 2")
+        A[k * rows: k * rows + len(bk)] = Ak
+        b[k * rows: k * rows + len(bk)] = bk
+    return A, b
 
 
 def path_tangents(xy: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from fleetbus.control.mpc import (
     MpcResult,
     MpcSettings,
     PathTrackingMpc,
+    VehicleModel,
     default_settings,
     vehicle_model,
 )
@@ -39,13 +40,30 @@ def model_state(kind: str, estimate: Estimate) -> np.ndarray:
     raise ValueError(f"no model state for vehicle type {kind!r}")
 
 
+class TrackingSolver(Protocol):
+    """What PathController needs of an MPC: PathTrackingMpc, or another formulation of
+    the same problem (the benchmarks' plain CasADi and do-mpc ones)."""
+
+    vehicle: VehicleModel
+    settings: MpcSettings
+    counters: dict[str, int]
+
+    def solve(self, x: np.ndarray, u_last: np.ndarray, ref: np.ndarray,
+              corridor: list[tuple[np.ndarray, np.ndarray]], now_s: float,
+              safe: Callable[[], np.ndarray], altitude: tuple[float, float]) -> MpcResult: ...
+
+    def hold(self, status: str, safe: Callable[[], np.ndarray]) -> MpcResult: ...
+
+
 class PathController:
     """Follows the path it was last given; holds (the safe command) without one."""
 
-    def __init__(self, kind: str, model: Any, settings: MpcSettings | None = None) -> None:
+    def __init__(self, kind: str, model: Any, settings: MpcSettings | None = None,
+                 mpc: TrackingSolver | None = None) -> None:
         self.kind = kind
-        self.settings = settings or default_settings(kind)
-        self.mpc = PathTrackingMpc(vehicle_model(kind, model), self.settings)
+        self.settings = mpc.settings if mpc is not None else settings or default_settings(kind)
+        self.mpc: TrackingSolver = mpc or PathTrackingMpc(vehicle_model(kind, model),
+                                                          self.settings)
         self.path: PathReference | None = None
         self.altitude = (-math.inf, math.inf)
         self.horizon: Horizon | None = None  # the last step's reference and cells
