@@ -20,6 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,ops
 	$(PY) -m benchmarks.report
 	$(PY) -m benchmarks.launch_time

@@ -27,7 +27,7 @@ Only correctness is asserted (every solve converges, the same tracking error wit
 TRACKING_TOL); speed is reported as ratios, with the issue's goals marked met or not.
 The table is printed at the end and written to benchmarks/results/mpc.json. Building
 ours' compiled solvers takes 5-20 s each, before and outside the timed loop.
-(do-mpc: `pip install do-mpc`; it is no dependency of fleetbus.)
+(do-mpc: the `bench` extra, which `make bench` installs; it is no dependency of fleetbus.)
 """
 
 from __future__ import annotations

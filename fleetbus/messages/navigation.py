@@ -123,3 +123,14 @@ class Corridor(Message):
     cells: list[CorridorCell] = []
     floor_m: float = float("-inf")  # altitude band for drones, ENU z m
     ceiling_m: float = float("inf")
+
+
+class MissionCommand(Message):
+    """An operator's order to a vehicle's mission manager, e.g. from a ground station over
+    MAVLink: start (or resume) the mission, hold where it is, or return to launch."""
+
+    __msgtype__ = "fleetbus/MissionCommand"
+    header: Header = msgspec.field(default_factory=Header)
+    vehicle_id: str = ""  # the vehicle ordered
+    action: Literal["start", "hold", "resume", "return", "land"] = "hold"
+    source: str = ""  # who ordered it, e.g. "mavlink 255/190"

@@ -40,6 +40,11 @@ class Quadrotor:
         return self.mass_kg * GRAVITY
 
     @property
+    def hover_input(self) -> list[float]:
+        """The input that holds the vehicle still in the air, level."""
+        return [self.hover_thrust_n, 0.0, 0.0, 0.0]
+
+    @property
     def input_bounds(self) -> tuple[list[float], list[float]]:
         wx, wy, wz = self.max_rate_rps
         return [0.0, -wx, -wy, -wz], [self.max_thrust_n, wx, wy, wz]

@@ -45,6 +45,11 @@ class RotorQuadrotor:
     def input_bounds(self) -> tuple[list[float], list[float]]:
         return [0.0] * 4, [self.max_motor_thrust_n] * 4
 
+    @property
+    def hover_input(self) -> list[float]:
+        """The motor thrusts that hold the vehicle still in the air, level."""
+        return [self.mass_kg * GRAVITY / 4] * 4
+
     def wrench(self, u: Any) -> tuple[Any, Any, Any, Any]:
         """Collective thrust and body torques (N, N·m) from the motor thrusts."""
         d = self.arm_m / math.sqrt(2)

@@ -26,7 +26,9 @@ def body_motion(vehicle: SimVehicle) -> tuple[list[float], list[float]]:
                  + 2 * (qy * qz + qw * qx) * az,
                  2 * (qx * qz + qw * qy) * ax + 2 * (qy * qz - qw * qx) * ay
                  + (1 - 2 * (qx * qx + qy * qy)) * az],
-                vehicle.applied[1:4].tolist())
+                # the rate model takes its body rates as inputs; the rotor-level one
+                # (the HIL adapters') integrates them as states
+                x[10:13] if len(x) > 10 else vehicle.applied[1:4].tolist())
     if vehicle.kind == "car":
         speed, yaw_rate = x[3], rates[2]
         return [rates[3], speed * yaw_rate, GRAVITY], [0.0, 0.0, yaw_rate]

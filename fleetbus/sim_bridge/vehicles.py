@@ -73,7 +73,7 @@ class SimVehicle:
     def safe_command(self) -> np.ndarray:
         """Hover in place (quadrotor), no thrust (vessel), brake (car)."""
         if self.kind == "quadrotor":
-            return np.array([self.model.hover_thrust_n, 0.0, 0.0, 0.0])
+            return np.array(self.model.hover_input)
         if self.kind == "car":
             speed = self.state[3]
             return np.array([-self.model.max_decel_mps2 if speed > 0.05 else -speed, 0.0])
