@@ -42,6 +42,7 @@ from fleetbus.bus.services import ServiceError
 from fleetbus.launch.graph import NodeSpec
 from fleetbus.launch.worker import build
 from fleetbus.messages.base import Message, lookup_type
+from fleetbus.sim_bridge.hil_cli import add_hil_commands
 
 console = Console()
 
@@ -616,13 +617,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("doctor", help="explain what is wrong with the running graph")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_doctor)
+    add_hil_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A node run as this process logs like any node; the tools' own nodes must not chatter.
-    configure_logging(logging.INFO if args.command in ("run", "launch") else logging.WARNING)
+    configure_logging(logging.INFO if args.command in ("run", "launch", "hil")
+                      else logging.WARNING)
     # Tools never embed a registry (it would vanish with them); `run` may, like any program.
     config = BusConfig.from_env(auto_registry=args.command in ("run", "launch"))
     try:

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -358,3 +361,24 @@ def test_only_a_multirotor_speaks_px4() -> None:
         Px4Link(HilBody("car"))
     with pytest.raises(ValueError, match="watchdog_policy"):
         Px4Settings(watchdog_policy="hang")  # type: ignore[arg-type]
+
+
+def test_command_line_serves_px4_and_reports_its_counters() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "fleetbus.cli", "hil", "px4", "--port", "0",
+                             "--seed", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("PX4 simulator listening on tcp 127.0.0.1:")
+        rig = Rig(link=None, sim=None, port=int(line.rsplit(":", 1)[1]))  # type: ignore[arg-type]
+        ap = rig.connect()
+        ap.heartbeat()
+        sensors = lockstep(ap, 100, [0.0] * 4)
+        assert sensors[-1].zacc == pytest.approx(-G, abs=0.2)  # noisy, but resting
+        ap.sock.close()  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    counters = json.loads(err.strip().splitlines()[-1])["counters"]
+    assert counters["actuators"] == 100 and counters["connections"] == 1

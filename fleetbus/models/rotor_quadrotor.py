@@ -16,6 +16,12 @@ from fleetbus.models.quadrotor import GRAVITY, thrust_and_rates
 MOTORS: tuple[tuple[float, float, int], ...] = (
     (1.0, -1.0, +1), (-1.0, 1.0, +1), (1.0, 1.0, -1), (-1.0, -1.0, -1),
 )
+# Each motor's share of the body torques per unit thrust (times the arm's d, or the drag
+# ratio), FLU: a thrust on the left (y > 0) turns the body about +x (roll right), one in
+# front (x > 0) about -y (nose up); a rotor spinning counter-clockwise turns it clockwise.
+_ROLL = tuple(y for _, y, _ in MOTORS)
+_PITCH = tuple(-x for x, _, _ in MOTORS)
+_YAW = tuple(-float(spin) for _, _, spin in MOTORS)
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,14 @@ class RotorQuadrotor:
 
     def wrench(self, u: Any) -> tuple[Any, Any, Any, Any]:
         """Collective thrust and body torques (N, N·m) from the motor thrusts."""
-        d = self.arm_m / math.sqrt(2)
-        thrust = u[0] + u[1] + u[2] + u[3]
-        tx = sum(d * y * u[i] for i, (_, y, _) in enumerate(MOTORS))
-        ty = sum(-d * x * u[i] for i, (x, _, _) in enumerate(MOTORS))
-        # a rotor spinning counter-clockwise pushes the body clockwise (negative about z)
-        tz = sum(-spin * self.torque_per_thrust_m * u[i] for i, (_, _, spin) in
-                 enumerate(MOTORS))
-        return thrust, tx, ty, tz
+        d, k = self.arm_m / math.sqrt(2), self.torque_per_thrust_m
+        # written out term by term: the simulator and the HIL adapters call this four
+        # times per physics step, and generator sums cost more than the arithmetic
+        return (u[0] + u[1] + u[2] + u[3],
+                d * (_ROLL[0] * u[0] + _ROLL[1] * u[1] + _ROLL[2] * u[2] + _ROLL[3] * u[3]),
+                d * (_PITCH[0] * u[0] + _PITCH[1] * u[1] + _PITCH[2] * u[2]
+                     + _PITCH[3] * u[3]),
+                k * (_YAW[0] * u[0] + _YAW[1] * u[1] + _YAW[2] * u[2] + _YAW[3] * u[3]))
 
     def f(self, x: Any, u: Any) -> Any:
         wx, wy, wz = x[10], x[11], x[12]

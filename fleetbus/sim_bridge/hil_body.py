@@ -68,8 +68,7 @@ class HilBody:
         v.state = initial_state(v.kind, v.model, self.start)
         v.rate = v.state * 0.0
         v.applied = v.lower * 0.0
-        self.time_s = 0.0
-        self.steps = 0
+        self.steps = 0  # the adapters keep time: their step may change on the way
 
     def step(self, inputs: list[float], dt: float) -> None:
         v = self.vehicle
@@ -86,7 +85,6 @@ class HilBody:
         v.rate[:] = [(a - b) / dt for a, b in zip(after, before, strict=True)]
         v.applied[:] = u
         self.steps += 1
-        self.time_s = self.steps * dt
 
     def _resting(self, x: list[float]) -> list[float]:
         """On the ground without the thrust to lift: level, still, keeping its heading."""
