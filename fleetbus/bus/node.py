@@ -428,6 +428,14 @@ class Node:
 
     # -- sockets ---------------------------------------------------------------------------------
 
+    def watch(self, source: Any, callback: Callable[[], Any]) -> None:
+        """Call `callback` on the node's thread whenever `source` is readable: a zmq
+        socket, a file descriptor, or anything with fileno() such as a plain socket or a
+        serial port. Call from setup(). An exception in it is counted like any callback's
+        and the node goes on."""
+        key = source if isinstance(source, zmq.Socket | int) else source.fileno()
+        self._watch(key, lambda: self._run_callback(callback, None, f"watch {key}"))
+
     def _watch(self, sock: Any, handler: Callable[[], None]) -> None:
         self._poller.register(sock, zmq.POLLIN)
         self._handlers[sock] = handler

@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import pymap3d
+
 Vec3 = tuple[float, float, float]
 Quat = tuple[float, float, float, float]  # w, x, y, z
+Origin = tuple[float, float, float]  # WGS84 latitude and longitude (deg), altitude (m MSL)
 
 _HALF_SQRT2 = math.sqrt(0.5)
 
@@ -79,3 +82,10 @@ def yaw_quaternion_enu(yaw: float) -> Quat:
     """The FLU->ENU attitude of a level vehicle heading `yaw` (rad, from east,
     counter-clockwise): the cars' and ships' attitude."""
     return (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+
+
+def geodetic(enu: Sequence[float], origin: Origin) -> Origin:
+    """(lat deg, lon deg, alt m MSL) of a local ENU point around `origin`; an MSL origin
+    altitude gives MSL altitudes (the geoid is flat enough over a local frame)."""
+    lat, lon, alt = pymap3d.enu2geodetic(float(enu[0]), float(enu[1]), float(enu[2]), *origin)
+    return float(lat), float(lon), float(alt)

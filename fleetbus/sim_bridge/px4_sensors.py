@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pymap3d
 from pymavlink.dialects.v20 import common as mavlink
 
-from fleetbus.sim_bridge.frames import rotate_inverse
+from fleetbus.sim_bridge.frames import enu_ned, geodetic, rotate_inverse
 from fleetbus.sim_bridge.hil_body import HilBody, Kinematics
 
 # HIL_SENSOR_UPDATED_FLAGS groups PX4 takes only when complete
@@ -122,11 +122,9 @@ class Px4Sensors:
             out.append(self._ground_truth(time_us, k))
         return out
 
-    def _geodetic(self, ned: tuple[float, float, float]) -> tuple[float, float, float]:
+    def _geodetic(self, ned: Sequence[float]) -> tuple[float, float, float]:
         s = self.settings
-        lat, lon, alt = pymap3d.ned2geodetic(*ned, s.origin_lat_deg, s.origin_lon_deg,
-                                             s.origin_alt_m)
-        return float(lat), float(lon), float(alt)
+        return geodetic(enu_ned(ned), (s.origin_lat_deg, s.origin_lon_deg, s.origin_alt_m))
 
     def _sensor(self, time_us: int, k: Kinematics) -> mavlink.MAVLink_message:
         noise = self.settings.noise
@@ -154,7 +152,7 @@ class Px4Sensors:
         n = self.rng.standard_normal(6).tolist()
         ned = [p + noise.gps_m * w for p, w in zip(k.position_ned, n[0:3], strict=True)]
         vel = [v + noise.gps_mps * w for v, w in zip(k.velocity_ned, n[3:6], strict=True)]
-        lat, lon, alt = self._geodetic((ned[0], ned[1], ned[2]))
+        lat, lon, alt = self._geodetic(ned)
         ground_speed = math.hypot(vel[0], vel[1])
         cog = round(math.degrees(math.atan2(vel[1], vel[0])) % 360.0 * 100) % 36000
         return self.mav.hil_gps_encode(

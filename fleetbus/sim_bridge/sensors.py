@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pymap3d
 
 from fleetbus.models.quadrotor import GRAVITY
+from fleetbus.sim_bridge.frames import geodetic
 from fleetbus.sim_bridge.vehicles import SimVehicle
 
 
@@ -79,9 +79,7 @@ class GnssModel:
 
     def geodetic(self, enu: list[float]) -> tuple[float, float, float]:
         """(latitude °, longitude °, altitude m MSL) of a local ENU position."""
-        lat, lon, alt = pymap3d.enu2geodetic(*enu, self.origin_lat_deg, self.origin_lon_deg,
-                                             self.origin_alt_m)
-        return float(lat), float(lon), float(alt)
+        return geodetic(enu, (self.origin_lat_deg, self.origin_lon_deg, self.origin_alt_m))
 
 
 @dataclass
