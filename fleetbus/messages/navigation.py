@@ -134,3 +134,19 @@ class MissionCommand(Message):
     vehicle_id: str = ""  # the vehicle ordered
     action: Literal["start", "hold", "resume", "return", "land"] = "hold"
     source: str = ""  # who ordered it, e.g. "mavlink 255/190"
+
+
+class MissionStatus(Message):
+    """Where a vehicle's mission stands, from its mission manager (latched, on change and
+    at 1 Hz)."""
+
+    __msgtype__ = "fleetbus/MissionStatus"
+    header: Header = msgspec.field(default_factory=Header)
+    vehicle_id: str = ""
+    mission_id: str = ""
+    state: Literal["idle", "active", "holding", "returning", "landing", "failsafe",
+                   "completed", "failed"] = "idle"
+    waypoint: int = 0  # index of the waypoint being flown to (== waypoints when done)
+    waypoints: int = 0  # how many the mission has (the way home not counted)
+    distance_to_waypoint_m: float = float("nan")  # m, horizontal; NaN without an estimate
+    message: str = ""  # why, for the failed and failsafe states

@@ -23,6 +23,9 @@ Feature properties (unknown ones, e.g. a drawing tool's styling, are ignored):
     action     string       breach action: report (default), hold, return or land
     priority   integer      where zones overlap the higher priority wins (default 0)
     radius_m   number       circle radius in metres (Point features only)
+    vehicle_types  list     the vehicle types the zone binds ("quadrotor", "vessel", "car");
+                            absent: all. One file can then fence a mixed fleet: a harbour
+                            basin binds the ships, a road network the cars
 
 The origin (lat_deg, lon_deg, alt_m) is, in order: the `origin` argument; the collection's
 foreign member "fleetbus:origin": {"lat_deg": .., "lon_deg": .., "alt_m": ..}, which
@@ -54,6 +57,7 @@ Origin = tuple[float, float, float]
 JsonSource = str | Path | Mapping[str, Any]
 
 ORIGIN_MEMBER = "fleetbus:origin"
+VEHICLE_TYPES = ("quadrotor", "vessel", "car")
 
 # -- shared with the QGroundControl importer ----------------------------------------------
 
@@ -145,12 +149,15 @@ def plane_lonlat(xy: np.ndarray, origin: Origin) -> list[list[float]]:
 # -- import -------------------------------------------------------------------------------
 
 
-def load_geojson(source: JsonSource, origin: Sequence[float] | None = None) -> Geofence:
+def load_geojson(source: JsonSource, origin: Sequence[float] | None = None,
+                 vehicle_type: str | None = None) -> Geofence:
     """A geofence from a GeoJSON FeatureCollection (a dict, a file path, or JSON text). The
     ENU frame's origin is `origin`, else the collection's "fleetbus:origin" member, else
-    the first position of the first feature (see the module docstring)."""
+    the first position of the first feature (see the module docstring). With a
+    `vehicle_type`, only the zones that bind it; the origin stays the whole file's."""
     doc = read_json(source, "GeoJSON")
     features = _features(doc)
+    kept = [k for k, f in enumerate(features) if _binds(k, f, vehicle_type)]
     if origin is not None:
         frame = check_origin(origin)
     elif ORIGIN_MEMBER in doc:
@@ -159,8 +166,21 @@ def load_geojson(source: JsonSource, origin: Sequence[float] | None = None) -> G
         frame = _first_position_origin(features[0])
     else:
         return Geofence([], None)  # nothing to place, and nothing to place it by
-    zones = [z for k, f in enumerate(features) for z in _feature_zones(k, f, frame)]
+    zones = [z for k in kept for z in _feature_zones(k, features[k], frame)]
     return Geofence(zones, frame)
+
+
+def _binds(index: int, feature: object, vehicle_type: str | None) -> bool:
+    """Whether the feature's zone binds `vehicle_type` (None: any)."""
+    with located(f"feature {index}"):
+        _, props = _parts(feature)
+        types = props.get("vehicle_types")
+        if types is None:
+            return True
+        if not isinstance(types, list) or not all(t in VEHICLE_TYPES for t in types):
+            raise GeofenceError(f"property 'vehicle_types' must be a list of "
+                                f"{', '.join(VEHICLE_TYPES)}, got {types!r}")
+        return vehicle_type is None or vehicle_type in types
 
 
 def _features(doc: Mapping[str, Any]) -> list[Any]:
