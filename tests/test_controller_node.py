@@ -95,7 +95,10 @@ def test_the_controller_drives_a_car_along_its_path_inside_the_corridor(bus):
     assert max(abs(y) for y in ys) <= LANE_HALF_WIDTH_M  # never out of the corridor
     end = record["states"][-1].pose.position
     assert abs(end.x - 40.0) < 1.0 and abs(end.y) < 0.3  # stopped at the end, on the line
-    following = [d for d in record["control"] if d.values.get("remaining_m") != "nan"]
+    following = [d for d in record["control"] if d.values.get("command") == "sent"
+                 and d.values["remaining_m"] != "nan"]
+    declined = [d for d in record["control"] if d.values.get("command") == "none"]
+    assert all(d.level == "warn" and d.message for d in declined)  # each says why
     assert following and all(d.values["fallback"] == "none" for d in following)
     assert {"solve_ms", "iterations", "status", "max_slack_m"} <= set(following[-1].values)
     assert max(float(d.values["max_slack_m"]) for d in following) < 1e-3

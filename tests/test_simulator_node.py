@@ -8,7 +8,7 @@ import pytest
 
 import fleetbus
 from fleetbus.bus.config import BusConfig
-from fleetbus.messages import CarCommand, Clock, GnssFix, Header, Imu, VehicleState
+from fleetbus.messages import CarCommand, Clock, Diagnostic, GnssFix, Header, Imu, VehicleState
 from fleetbus.nodes.simulator import Simulator
 from tests.helpers import graph_nodes, run_on, wait_until
 
@@ -210,3 +210,30 @@ def test_gnss_fixes_are_published_their_latency_after_they_are_measured(bus):
     newest = max(f.header.stamp_ns for f in fixes) / 1e9
     assert newest <= sim.world.time_s - 0.3 + 1e-9  # younger fixes were still held back
     assert len(sim.delayed) >= 1
+
+
+class Decliner(fleetbus.Node):
+    """A controller that never commands but says so each period, as ControllerNode does
+    while it has no estimate or a failsafe is in charge."""
+
+    def setup(self) -> None:
+        self.pub = self.publisher("/car1/control", Diagnostic)
+        self.timer(0.05, lambda: self.pub.publish(Diagnostic(
+            header=Header(stamp_ns=self.now_ns()), message="no fresh estimate",
+            values={"command": "none"})))
+
+
+def test_a_declined_tick_answers_the_lockstep_like_a_command(bus):
+    sim = Simulator("sim", params={"vehicles": VEHICLES[:1], "mode": "lockstep",
+                                   "control_rate_hz": 20.0, "lockstep_timeout_s": 30.0})
+    bus.start(sim)
+    clock: list[Clock] = []
+    bus.node("rec", lambda n: n.subscribe("/clock", Clock, clock.append))
+    # the decliner links to /car1/control, not /car1/cmd: the simulator starts once its
+    # command subscription sees a publisher, so give it one that stays silent
+    bus.node("silent", lambda n: setattr(n, "pub", n.publisher("/car1/cmd", CarCommand)))
+    bus.start(Decliner("decliner", config=BusConfig.from_env(clock="sim")))
+    wait_until(lambda: clock and clock[-1].stamp_ns >= 2_000_000_000, timeout=60,
+               what="2 s of sim time without a command")
+    assert sim.lockstep_timeouts == 0  # every step was answered, none waited out
+    assert sim.world.vehicles["car1"].stale_steps > 0  # on its safe command all along

@@ -12,12 +12,15 @@ below, so the schema an editor checks against and the validation `launch` runs a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 Restart = Literal["never", "on-failure", "always"]
 VehicleType = Literal["quadrotor", "vessel", "car"]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+LATENCY_MONITOR = "fleetbus.nodes.latency:LatencyMonitor"
+"""The node the loader adds, named `latency`, when a file declares latency budgets."""
 
 
 class NodeSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -80,6 +83,30 @@ class Include(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Prefix for the included nodes' namespaces."""
 
 
+class LatencyBudget(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """How slow a chain of nodes may be, from a message on `source` to the first message
+    on `sink` stamped at or after it (IMU -> fusion -> controller -> command); measured
+    by the `latency` node, which reports on /diagnostics and warns on /events."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    """Reported as the diagnostic `latency/<name>`; in an included file
+    `latency/<namespace>/<name>`, per vehicle `latency/<name>/<vehicle id>`."""
+    source: Annotated[str, msgspec.Meta(min_length=1)]
+    """Topic where the chain starts; a relative name is under the include's namespace
+    and, per vehicle, under /<vehicle id>."""
+    sink: Annotated[str, msgspec.Meta(min_length=1)]
+    """Topic where the chain ends (same rules)."""
+    p99_ms: Positive
+    """The budget: the 99th percentile over the window may not exceed this."""
+    p50_ms: Positive | None = None
+    """Optionally, a budget for the median too."""
+    window_s: Positive = 10.0
+    """Wall-clock seconds of samples the percentiles are taken over."""
+    per_vehicle: bool = False
+    """One budget per vehicle of `vehicles:`, with `${vehicle_id}` (and the other
+    vehicle_nodes arguments) substituted."""
+
+
 class GraphFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The YAML graph file."""
 
@@ -96,6 +123,8 @@ class GraphFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     vehicle_nodes: list[NodeSpec] = []
     """Template: these nodes run once per vehicle, in the namespace /<vehicle id>, with
     the parameters `vehicle_id`, `vehicle_type` and `start` added."""
+    latency_budgets: list[LatencyBudget] = []
+    """Chains whose latency the run measures against a budget (adds the node `latency`)."""
 
 
 def schema() -> dict[str, Any]:

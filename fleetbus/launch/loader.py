@@ -6,15 +6,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
 
-from fleetbus.launch.graph import Graph, GraphFile, NodeSpec, Vehicle
+from fleetbus.launch.graph import (
+    LATENCY_MONITOR,
+    Graph,
+    GraphFile,
+    LatencyBudget,
+    NodeSpec,
+    Vehicle,
+)
 
 _ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+T = TypeVar("T")
+Where = tuple[str, int, int]  # file, line, column
 
 
 @dataclass(frozen=True)
@@ -134,15 +143,21 @@ def _parse_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, An
 
 
 def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, ...],
-            graph: Graph) -> None:
-    """Add the nodes of one file (and its includes) to `graph`."""
+            graph: Graph, budgets: list[tuple[LatencyBudget, Where]]) -> None:
+    """Add the nodes of one file (and its includes) to `graph`, its latency budgets to
+    `budgets`."""
     source = _Source(path)
     if path in seen:
         raise GraphError([Problem(str(path), 0, 0, "includes itself: "
                                   + " -> ".join(str(p) for p in (*seen, path)))])
     raw_args = source.data.get("args") or {}
-    merged = {**raw_args, **args} if isinstance(raw_args, dict) else args
+    merged = {**raw_args, **args} if isinstance(raw_args, dict) else dict(args)
+    # built in: the file's own folder, so a graph names its data files (geofences,
+    # missions) relative to itself and runs from any working directory
+    merged["dir"] = str(path.parent)
     missing: list[tuple[list[str | int], str]] = []
+    # an argument's default may use the others, e.g. a data file under ${dir}
+    merged = {k: _substitute(v, merged, ["args", k], missing) for k, v in merged.items()}
     raw_vehicles = _substitute(source.data.get("vehicles", []), merged, ["vehicles"], missing)
     if missing:
         raise _unknown_args(source, missing)
@@ -153,13 +168,14 @@ def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, 
                                          str(exc).split(" - at ")[0])]) from None
     merged = {"vehicles": [v.simulated() for v in vehicles], **merged}
     data = _substitute({k: v for k, v in source.data.items()
-                        if k not in ("vehicle_nodes", "vehicles")}, merged, [], missing)
+                        if k not in ("vehicle_nodes", "vehicles", "latency_budgets")},
+                       merged, [], missing)
     template = source.data.get("vehicle_nodes", [])
     if missing:
         raise _unknown_args(source, missing)
     try:
-        spec = msgspec.convert({**data, "vehicles": raw_vehicles, "vehicle_nodes": []},
-                               GraphFile)
+        spec = msgspec.convert({**data, "vehicles": raw_vehicles, "vehicle_nodes": [],
+                                "latency_budgets": []}, GraphFile)
     except msgspec.ValidationError as exc:
         raise GraphError([source.problem(_error_path(exc), str(exc).split(" - at ")[0])]
                          ) from None
@@ -167,14 +183,12 @@ def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, 
     graph.env = {**spec.env, **graph.env}
     for include in spec.include:
         _expand((path.parent / include.file).resolve(), include.args,
-                _join(namespace, include.namespace), (*seen, path), graph)
+                _join(namespace, include.namespace), (*seen, path), graph, budgets)
     for index, node in enumerate(spec.nodes):
         _add(graph, _place(node, namespace), source.where(["nodes", index]))
     for v_index, vehicle in enumerate(spec.vehicles):
-        vehicle_args = {**merged, "vehicle_id": vehicle.id, "vehicle_type": vehicle.type,
-                        **{f"start_{k}": val for k, val in vehicle.start.items()}}
         missing = []
-        nodes = _substitute(template, vehicle_args, ["vehicle_nodes"], missing)
+        nodes = _substitute(template, _vehicle_args(merged, vehicle), ["vehicle_nodes"], missing)
         if missing:
             raise GraphError([source.problem(p, f"unknown argument ${{{name}}}")
                               for p, name in missing])
@@ -194,6 +208,77 @@ def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, 
                 params={**node.params, **overlay},
             )
             _add(graph, _place(node, namespace), source.where(["vehicle_nodes", t_index]))
+    budgets.extend(_latency_budgets(source, merged, spec.vehicles, namespace))
+
+
+def _vehicle_args(merged: dict[str, Any], vehicle: Vehicle) -> dict[str, Any]:
+    """The `${...}` arguments of a per-vehicle template: the file's and the vehicle's."""
+    return {**merged, "vehicle_id": vehicle.id, "vehicle_type": vehicle.type,
+            "vehicle_start": vehicle.start, "vehicle_model": vehicle.model,
+            **{f"start_{k}": val for k, val in vehicle.start.items()}}
+
+
+def _converted(source: _Source, value: Any, cls: type[T], at: list[str | int]) -> T:
+    """`value` as `cls`, or a GraphError pointing at the offending part under `at`."""
+    try:
+        return msgspec.convert(value, cls)
+    except msgspec.ValidationError as exc:
+        raise GraphError([source.problem([*at, *_error_path(exc)],
+                                         str(exc).split(" - at ")[0])]) from None
+
+
+def _latency_budgets(source: _Source, merged: dict[str, Any], vehicles: list[Vehicle],
+                     namespace: str) -> list[tuple[LatencyBudget, Where]]:
+    """The file's latency budgets, a per-vehicle one once per vehicle, each located
+    where it was written."""
+    entries = _converted(source, source.data.get("latency_budgets", []),
+                         list[dict[str, Any]], ["latency_budgets"])
+    found = []
+    for index, entry in enumerate(entries):
+        at: list[str | int] = ["latency_budgets", index]
+        per_vehicle = entry.get("per_vehicle") is True
+        if per_vehicle and not vehicles:
+            raise GraphError([source.problem([*at, "per_vehicle"],
+                                             "per_vehicle, but this file lists no vehicles")])
+        for vehicle in vehicles if per_vehicle else [None]:
+            missing: list[tuple[list[str | int], str]] = []
+            args = merged if vehicle is None else _vehicle_args(merged, vehicle)
+            value = _substitute(entry, args, at, missing)
+            if missing:
+                raise _unknown_args(source, missing)
+            budget = _converted(source, value, LatencyBudget, at)
+            found.append((_place_budget(budget, namespace, vehicle.id if vehicle else ""),
+                          source.where(at)))
+    return found
+
+
+def _place_budget(budget: LatencyBudget, namespace: str, vehicle_id: str) -> LatencyBudget:
+    """Relative topics resolved as a node's would be in the same place (the include's
+    namespace, then the vehicle's), and the name made unique per place."""
+    where = _join(namespace, vehicle_id)
+
+    def topic(name: str) -> str:
+        return name if name.startswith("/") else "/" + _join(where, name)
+
+    return msgspec.structs.replace(budget, name=_join(namespace, budget.name, vehicle_id),
+                                   source=topic(budget.source), sink=topic(budget.sink),
+                                   per_vehicle=False)
+
+
+def _add_latency_monitor(graph: Graph, budgets: list[tuple[LatencyBudget, Where]]) -> None:
+    """One `latency` node measures every budget of the graph. It runs on the wall clock
+    whatever the graph's FLEETBUS_CLOCK: latency is wall time, and its reports must go
+    on while a lockstep simulation holds."""
+    if not budgets:
+        return
+    names: set[str] = set()
+    for budget, where in budgets:
+        if budget.name in names:
+            raise GraphError([Problem(*where, f"two latency budgets are named {budget.name}")])
+        names.add(budget.name)
+    params = {"budgets": [msgspec.to_builtins(budget) for budget, _ in budgets]}
+    _add(graph, NodeSpec(name="latency", node_class=LATENCY_MONITOR, params=params,
+                         env={"FLEETBUS_CLOCK": "wall"}), budgets[0][1])
 
 
 def _unknown_args(source: _Source, missing: list[tuple[list[str | int], str]]) -> GraphError:
@@ -287,7 +372,9 @@ def load_graph(path: str, args: dict[str, Any], sets: list[str]) -> Graph:
     set_args, set_params = _parse_sets(sets)
     file = Path(path).resolve()
     graph = Graph(name="")
-    _expand(file, {**args, **set_args}, "", (), graph)
+    budgets: list[tuple[LatencyBudget, Where]] = []
+    _expand(file, {**args, **set_args}, "", (), graph, budgets)
+    _add_latency_monitor(graph, budgets)
     for target, params in set_params.items():
         matches = [i for i, n in enumerate(graph.nodes) if target in (n.name, n.full_name)]
         if not matches:

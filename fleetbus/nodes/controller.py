@@ -18,10 +18,13 @@ background: setup stays quick, and the node holds until the controller is ready.
 
 Parameters: `vehicle_id`, `vehicle_type`, `model` (the vehicle's model parameters, as the
 simulator takes them), `rate_hz`, `budget_margin_s` (the solve budget is the control
-period minus this), `stale_after_s`, `solver` (fatrop | ipopt), `horizon`, `jit`.
+period minus this), `stale_after_s`, `solver` (fatrop | ipopt), `horizon`, `jit`,
+`trigger` (clock: tick on the node's clock; estimate: tick on the first estimate of each
+period, at its stamp -- what a lockstep run wants, see `_on_odometry`).
 Topics: `/<id>/path` (Path, latched), `/<id>/corridor` (Corridor, latched),
 `/<id>/odometry` and `/<id>/geofence_status` in; `/<id>/cmd` (latched),
-`/<id>/control` (Diagnostic, every period), `/diagnostics` (1 Hz) and `/events` out.
+`/<id>/control` (Diagnostic, every period: the solve, or `command: none` and why),
+`/diagnostics` (1 Hz) and `/events` out.
 """
 
 from __future__ import annotations
@@ -85,7 +88,15 @@ class ControllerNode(VehicleNode):
                                       latched=True)
         self.control = self.publisher(f"/{self.vehicle}/control", Diagnostic)
         self.diagnostics = self.publisher("/diagnostics", Diagnostic, depth=100)
-        self.timer(1.0 / rate, self._tick)
+        self.period = 1.0 / rate
+        self.trigger = self.param("trigger", "clock", "clock: tick on the clock | estimate: "
+                                  "tick on the first estimate of each period").value
+        if self.trigger == "clock":
+            self.timer(self.period, self._tick)
+        elif self.trigger != "estimate":
+            raise ValueError(f"controller: trigger must be clock or estimate, got "
+                             f"{self.trigger!r}")
+        self.next_tick_s = -math.inf
         self.timer(1.0, self._diagnose)
 
     def _build(self) -> None:
@@ -100,6 +111,14 @@ class ControllerNode(VehicleNode):
 
     def _on_odometry(self, msg: Odometry) -> None:
         self.estimate = self.read_estimate(msg)
+        if self.trigger == "estimate" and self.estimate is not None:
+            stamp = self.estimate.stamp_s
+            if stamp >= self.next_tick_s - 1e-9:
+                # the period's tick runs on exactly this estimate, at its time: in
+                # lockstep the command then depends on the sensors alone, not on which
+                # thread ran first (a clock tick could see the previous estimate)
+                self.next_tick_s = (math.floor(stamp / self.period + 1e-9) + 1) * self.period
+                self._tick(stamp)
 
     def _on_path(self, msg: Path) -> None:
         self.path = msg
@@ -145,25 +164,37 @@ class ControllerNode(VehicleNode):
 
     # -- the loop -----------------------------------------------------------------------
 
-    def _tick(self) -> None:
+    def _tick(self, now_s: float | None = None) -> None:
+        now = self.now() if now_s is None else now_s
+        self.tick_s = now
         controller, est = self.controller, self.estimate
         if controller is None:
-            return  # still building: the vehicle's command timeout holds it
-        if est is None or self.now() - est.stamp_s > self.stale_after:
+            self._decline("building the solver")  # the vehicle's command timeout holds it
+            return
+        if est is None or now - est.stamp_s > self.stale_after:
             self._once("stale", "estimate_stale", "error", "no fresh estimate: not "
                        "commanding")
+            self._decline("no fresh estimate")
             return
         self.warned.discard("stale")
         if self.failsafe != "none":
+            self._decline(f"the geofence guard's {self.failsafe} is in charge")
             return
         x = model_state(self.kind, est)
         u_last = self.u_last if self.u_last is not None else np.asarray(
             controller.mpc.vehicle.u_ref)
-        result = controller.step(self.now(), x, u_last,
+        result = controller.step(now, x, u_last,
                                  lambda: safe_command(self.kind, self.model, est, "hold"))
         self.u_last = result.command
-        self.command.publish(command_message(self.kind, result.command, self.now_ns()))
+        self.command.publish(command_message(self.kind, result.command, round(now * 1e9)))
         self._report(result)
+
+    def _decline(self, reason: str) -> None:
+        """A tick without a command, said on /<id>/control: a lockstep simulator takes it
+        as this tick's answer (and a monitor sees why the vehicle is on its own)."""
+        self.control.publish(Diagnostic(
+            header=Header(stamp_ns=round(self.tick_s * 1e9)), name=f"control/{self.vehicle}",
+            level="warn", message=reason, values={"command": "none"}))
 
     def _report(self, result: MpcResult) -> None:
         horizon = self.controller.horizon if self.controller.path is not None else None
@@ -176,13 +207,14 @@ class ControllerNode(VehicleNode):
             self._once("done", "path_complete", "info", "reached the end of the path")
         level = "ok" if not result.fallback else "warn"
         self.control.publish(Diagnostic(
-            header=Header(stamp_ns=self.now_ns()), name=f"control/{self.vehicle}",
+            header=Header(stamp_ns=round(self.tick_s * 1e9)), name=f"control/{self.vehicle}",
             level=level, message=result.status, values={
                 "solve_ms": f"{result.solve_s * 1e3:.3f}",
                 "iterations": str(result.iterations),
                 "status": result.status,
                 "max_slack_m": _num(result.max_slack_m),
                 "fallback": result.fallback or "none",
+                "command": "sent",
                 "remaining_m": _num(horizon.remaining_m if horizon else math.nan)}))
 
     def _diagnose(self) -> None:

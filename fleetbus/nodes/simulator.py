@@ -7,7 +7,8 @@ seconds per wall second), `command_timeout_s`, sensor rates, noise and `gnss_lat
 origin latitude/longitude/altitude, and a fault plan: `fault_plan` (a YAML file) and/or
 `faults` (the same list inline; see fleetbus.sim_bridge.faults); for lockstep `control_rate_hz`,
 `lockstep_vehicles` (whose controllers are awaited; default all), `lockstep_topics`
-(more topics to await, e.g. an estimator's output), `lockstep_timeout_s`
+(more topics to await, e.g. an estimator's output) and `lockstep_vehicle_topics` (the
+same for every awaited vehicle, relative to /<id>), `lockstep_timeout_s`
 (wall) and `lockstep_policy` (continue | hold).
 
 Lockstep: the simulator starts once every awaited controller is connected, then advances
@@ -19,7 +20,8 @@ forming is then re-sent when it forms, not lost (a lost one costs a lockstep tim
 and the run its reproducibility).
 Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand) and
 `/<id>/cmd_failsafe` in (the same type, from a geofence guard: while it speaks, `/cmd`
-is ignored and counted),
+is ignored and counted), `/<id>/control` in (lockstep: a controller's Diagnostic with
+`command: none` answers a step it chose not to command),
 `/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss`, `/<id>/heading`
 and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ships) out;
 `/clock` and `/events` (every fault start and end) out.
@@ -41,6 +43,7 @@ from fleetbus.bus.pubsub import Publisher
 from fleetbus.messages import (
     BaroAltitude,
     Clock,
+    Diagnostic,
     Event,
     GnssFix,
     Header,
@@ -201,6 +204,9 @@ class Simulator(Node):
             raise ValueError(f"simulator: lockstep_vehicles names unknown {sorted(unknown)}")
         extra = self.param("lockstep_topics", [], "other topics a step waits for, e.g. an "
                                                   "estimator's output").value
+        extra = extra + [f"/{v}/{topic}" for v in vehicles for topic in self.param(
+            "lockstep_vehicle_topics", [], "the same per awaited vehicle, relative to "
+                                           "/<id>: e.g. odometry, geofence_status").value]
         for topic in extra:
             self.subscribe(topic, None, lambda msg, t=topic: self._answered(
                 t, msg.header.source_stamp_ns))
@@ -208,6 +214,9 @@ class Simulator(Node):
         # The extra topics join once they first speak: an estimator that is not ready yet
         # has nothing to say, and must not stall the run.
         self.awaited = [f"/{v}/cmd" for v in vehicles]
+        for v in vehicles:  # a controller that decides not to command says so
+            self.subscribe(f"/{v}/control", Diagnostic,
+                           lambda msg, v=v: self._declined(v, msg), depth=100)
         self.joining = set(extra)
         self.lockstep_timeout_s = self.param("lockstep_timeout_s", 1.0).value
         self.lockstep_policy = self.param("lockstep_policy", "continue").value
@@ -228,6 +237,15 @@ class Simulator(Node):
                 return
         if self.mode == "lockstep" and not override:
             self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)  # link or not
+
+    def _declined(self, vehicle_id: str, msg: Diagnostic) -> None:
+        """A controller's tick that ended without a command (no estimate yet, its solver
+        still building, a failsafe in charge) answers the step as a command would: the
+        vehicle then runs on its safe command instead of the run stalling for the
+        lockstep timeout. Only a tick without a command says so, so no command can be
+        overtaken by its own report."""
+        if msg.values.get("command") == "none":
+            self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)
 
     def _answered(self, topic: str, stamp_ns: int) -> None:
         if topic in self.joining:
