@@ -1,111 +1,124 @@
-"""`make demo`: a talker → echo → listener graph in three processes, with live rates and
-the chain latency for a few seconds. (The mission demo replaces this once the autonomy
-stack exists.)"""
+"""`make demo`: a mixed fleet flies, sails and drives its missions through one geofence on
+the whole stack, in lockstep, and the run is judged.
+
+It launches a graph (`launch/fleet.yaml` by default: three drones, two ships, two cars),
+shows each vehicle's mission progress, stops when every mission has ended (or at
+`--max-sim-s`), then prints a per-vehicle table -- goals, path length against the
+planner's optimum, tracking error, least geofence clearance, breaches, MPC solve times,
+estimator error, sensor-to-command latency against the graph's budget -- and writes a run
+folder with the trajectories over the fences (PNG), the summary (Markdown and JSON) and
+the launch log. The exit status is 1 when any vehicle breached its fence or did not
+complete its mission.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
+import resource
 import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleetbus.bus.config import BusConfig
-from fleetbus.bus.introspect import topics
-from fleetbus.bus.node import Node
-from fleetbus.bus.registry import Registry
-from fleetbus.bus.registry_client import fetch_graph
 from fleetbus.bus.runner import start
-from fleetbus.messages import Diagnostic
+from fleetbus.launch.graph import Graph
+from fleetbus.launch.supervisor import Supervisor
+from fleetbus.missions.report import RunSummary, render_table, summarise, write_run_folder
+from fleetbus.nodes.run_observer import RunObserver
 
-NODES = ("Talker", "Echo", "Listener")
-
-
-class _Watcher(Node):
-    """Keeps the listener's latest latency report for the display."""
-
-    def setup(self) -> None:
-        self.latest: dict[str, str] = {}
-        self.subscribe("/latency", Diagnostic, self.on_report)
-
-    def on_report(self, msg: Diagnostic) -> None:
-        self.latest = dict(msg.values)
+ROOT = Path(__file__).resolve().parent.parent
+ENDED = ("completed", "failed")
 
 
-def _view(config: BusConfig, watcher: _Watcher, elapsed: float) -> Table:
-    table = Table(title=f"fleetbus demo — {elapsed:4.1f} s", title_justify="left")
-    for column in ("topic", "publisher", "rate", "bandwidth", "subscribers", "gaps"):
-        table.add_column(column)
-    graph = fetch_graph(config, 0.5)
-    if graph is not None:
-        for view in topics(graph).values():
-            for node, pub in view.publishers:
-                gaps = sum(sub.gaps for _, sub in view.subscriptions)
-                table.add_row(view.topic, node, f"{pub.rate_hz:.0f} Hz",
-                              f"{pub.bandwidth_bps / 1e3:.0f} KB/s", str(pub.subscribers),
-                              str(gaps))
-    lat = watcher.latest
-    table.caption = (
-        f"chain latency (2 hops, 3 processes, ipc): p50 {lat.get('p50_us', '-')} µs, "
-        f"p99 {lat.get('p99_us', '-')} µs, max {lat.get('max_us', '-')} µs; "
-        f"received {lat.get('received', '0')}"
-        if lat else "waiting for the first latency report…"
-    )
-    return table
+def _cpu_s() -> float:
+    """CPU time of this process and its reaped children (the graph's processes)."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _watch(observer: RunObserver, vehicles: list[str], max_sim_s: float,
+           max_wall_s: float, console: Console) -> str:
+    """Mission progress bars until every mission ended; returns why the run stopped."""
+    began = time.monotonic()
+    with Progress(TextColumn("{task.description:>8}"), BarColumn(),
+                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bars:
+        tasks = {v: bars.add_task(v, total=1, state="starting") for v in vehicles}
+        clock = bars.add_task("sim", total=max_sim_s, state="")
+        while True:
+            progress = observer.progress()
+            for vid, status in progress.items():
+                if status is not None:
+                    bars.update(tasks[vid], total=max(status.waypoints, 1),
+                                completed=status.waypoint,
+                                state=f"{status.state} {status.waypoint}/{status.waypoints}")
+            sim_s = observer.sim_time_s()
+            bars.update(clock, completed=min(sim_s, max_sim_s), state=f"{sim_s:6.1f} s")
+            if all(s is not None and s.state in ENDED for s in progress.values()):
+                return "every mission ended"
+            if sim_s >= max_sim_s:
+                return f"sim time limit {max_sim_s:.0f} s"
+            if time.monotonic() - began > max_wall_s:
+                return f"wall time limit {max_wall_s:.0f} s"
+            time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=6.0)
-    parser.add_argument("--rate", type=float, default=200.0, help="talker rate in Hz")
+    parser.add_argument("--graph", default=str(ROOT / "launch" / "fleet.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="graph argument, e.g. seed=2")
+    parser.add_argument("--out", default=str(ROOT / "runs"), help="where run folders go")
+    parser.add_argument("--max-sim-s", type=float, default=400.0)
+    parser.add_argument("--max-wall-s", type=float, default=1800.0)
     args = parser.parse_args(argv)
+    console = Console()
+    graph = Graph.load(args.graph, sets=args.set)
+    sim = next(n for n in graph.nodes if n.node_class == "fleetbus.nodes.simulator:Simulator")
+    vehicles = [{"id": v["id"], "type": v["type"]} for v in sim.params["vehicles"]]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = Path(args.out) / f"{graph.name}-{stamp}"
+    folder.mkdir(parents=True, exist_ok=True)
     os.environ["FLEETBUS_RUN_DIR"] = tempfile.mkdtemp(prefix="fleetbus-demo-")
     config = BusConfig.from_env()
-    registry = Registry(config).start()
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "fleetbus.cli", "run", f"fleetbus.nodes.demo:{name}",
-             *(["-p", f"rate_hz={args.rate}"] if name == "Talker" else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        for name in NODES
-    ]
-    watcher = _Watcher("/_demo_watcher", config=config)
-    console = Console()
-    interrupted = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    try:
-        with start(watcher), Live(console=console, auto_refresh=False) as live:
-            began = time.monotonic()
-            while not interrupted.wait(0.5):
-                elapsed = time.monotonic() - began
-                live.update(_view(config, watcher, elapsed), refresh=True)
-                if elapsed >= args.duration:
-                    break
-        received = int(watcher.latest.get("received", "0"))
-    finally:
-        for child in children:
-            child.send_signal(signal.SIGINT)
-        codes = [child.wait(10) for child in children]
-        registry.stop()
-    failed = [f"{name} exited with {code}: {child.stderr.read()[-500:] if child.stderr else ''}"
-              for name, code, child in zip(NODES, codes, children, strict=True) if code]
-    for line in failed:
-        console.print(f"[red]{line}[/]")
-    leftovers = [f for f in os.listdir(config.run_dir) if f != "registry.lock"]
-    if leftovers:
-        console.print(f"[red]leftover socket files: {leftovers}[/]")
-    ok = received > 0 and not failed and not leftovers
-    console.print()
-    console.print("[green]demo ok[/]: all nodes stopped cleanly" if ok else "[red]demo failed[/]")
-    return 0 if ok else 1
+    console.print(f"[bold]{graph.name}[/]: {len(vehicles)} vehicles, {len(graph.nodes)} "
+                  f"nodes, lockstep; logs in {folder / 'launch.log'}")
+    cpu0, wall0 = _cpu_s(), time.monotonic()
+    with open(folder / "launch.log", "w") as log:
+        supervisor = Supervisor(graph, config, out=log)
+        runner = threading.Thread(target=supervisor.run, name="launch", daemon=True)
+        runner.start()
+        observer = RunObserver("/_demo_observer", params={"vehicles": vehicles},
+                               config=config)
+        try:
+            with start(observer):
+                why = _watch(observer, [v["id"] for v in vehicles], args.max_sim_s,
+                             args.max_wall_s, console)
+                runs = observer.runs()
+                sim_s = observer.sim_time_s()
+        finally:
+            supervisor.stop()
+            runner.join(60)
+    wall_s = time.monotonic() - wall0
+    summary = RunSummary(
+        vehicles=[summarise(run) for run in runs], graph=graph.name,
+        seed=sim.params.get("seed"),
+        sim_time_s=sim_s, wall_time_s=wall_s,
+        real_time_factor=sim_s / wall_s if wall_s > 0 else float("nan"),
+        cpu_s=_cpu_s() - cpu0, notes=[f"stopped: {why}"])
+    written = write_run_folder(folder, summary, runs)
+    console.print(render_table(summary))
+    for kind, path in written.items():
+        console.print(f"{kind}: {path}")
+    return 0 if summary.ok else 1
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import zmq
 
+import fleetbus
 from tests.helpers import barrier, graph_nodes, read_jsonl, run_on, wait_until
 from tests.procs import Blob, Stamped, StampHeader, Text
 
@@ -224,3 +226,10 @@ def test_max_age_drops_stale_messages(bus):
     assert strict.sub.stale == 5
     assert lenient.sub.stale == 0
     assert strict.info().subscriptions[0].stale == 5  # reported to the registry too
+
+
+def test_a_node_subclass_may_not_replace_the_bus_machinery():
+    with pytest.raises(TypeError, match=r"Clashing redefines Node's private \['_on_clock'\]"):
+        class Clashing(fleetbus.Node):
+            def _on_clock(self) -> None:  # a controller's tick, named like the clock handler
+                pass

@@ -81,6 +81,16 @@ class Node:
     max_message_bytes = 256 * 2**20
     """Frames larger than this are rejected and counted."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass method named like one of the base's private ones (_on_clock, _tick,
+        # _watch, ...) silently replaces the bus's own machinery: refuse it by name.
+        super().__init_subclass__(**kwargs)
+        clashes = sorted(name for name in vars(cls) if name.startswith("_")
+                         and not name.startswith("__") and name in vars(Node))
+        if clashes:
+            raise TypeError(f"{cls.__qualname__} redefines Node's private {clashes}: "
+                            "rename them")
+
     def __init__(
         self,
         name: str | None = None,

@@ -37,8 +37,8 @@ class SafetyGains:
 def safe_command(kind: str, model, estimate: Estimate, action: SafeAction,
                  target: np.ndarray | None = None,
                  gains: SafetyGains = SafetyGains()) -> np.ndarray:
-    """The command that carries out `action` from `estimate`: "hold" keeps a drone at
-    `target` (where it is when None) and stops a car or ship, "land" descends over
+    """The command that carries out `action` from `estimate`: "hold" keeps a drone or a
+    ship at `target` (where it is when None) and stops a car, "land" descends over
     `target`'s x, y (a car or ship stops), "return"/"recover" go to `target` (ENU m) at
     the approach speed and stop there."""
     lower, upper = (np.asarray(b, float) for b in model.input_bounds)
@@ -117,7 +117,10 @@ def _vessel(model, est: Estimate, action: SafeAction, goal: np.ndarray,
     distance = float(np.hypot(*error))
     M = np.asarray(model.mass_matrix)  # rigid body plus added mass: what the forces move
     mass, inertia = float(M[0, 0]), float(M[2, 2])
-    if action in ("hold", "land") or distance < 1.0:
+    # Stopping is enough within a metre; further off (a current carries an idle hull
+    # away: "stop" would let it drift on into the zone it was held back from) a ship
+    # holding goes back to where it was told to hold, as a dynamic-positioning hold does.
+    if action == "land" or distance < 1.0:
         return np.array([-gains.velocity_gain * mass * surge, -gains.attitude_gain * inertia
                          * rate])
     bearing = float(wrap(math.atan2(error[1], error[0]) - _yaw(est)))

@@ -88,15 +88,14 @@ class ControllerNode(VehicleNode):
                                       latched=True)
         self.control = self.publisher(f"/{self.vehicle}/control", Diagnostic)
         self.diagnostics = self.publisher("/diagnostics", Diagnostic, depth=100)
-        self.period = 1.0 / rate
+        self.period_ns = round(1e9 / rate)
         self.trigger = self.param("trigger", "clock", "clock: tick on the clock | estimate: "
                                   "tick on the first estimate of each period").value
-        if self.trigger == "clock":
-            self.timer(self.period, self._tick)
-        elif self.trigger != "estimate":
+        if self.trigger not in ("clock", "estimate"):
             raise ValueError(f"controller: trigger must be clock or estimate, got "
                              f"{self.trigger!r}")
-        self.next_tick_s = -math.inf
+        self.next_tick_ns = -1  # estimate trigger: the first estimate at or after this
+        self.timer(1.0 / rate, self._clock_tick)
         self.timer(1.0, self._diagnose)
 
     def _build(self) -> None:
@@ -111,14 +110,21 @@ class ControllerNode(VehicleNode):
 
     def _on_odometry(self, msg: Odometry) -> None:
         self.estimate = self.read_estimate(msg)
-        if self.trigger == "estimate" and self.estimate is not None:
-            stamp = self.estimate.stamp_s
-            if stamp >= self.next_tick_s - 1e-9:
-                # the period's tick runs on exactly this estimate, at its time: in
-                # lockstep the command then depends on the sensors alone, not on which
-                # thread ran first (a clock tick could see the previous estimate)
-                self.next_tick_s = (math.floor(stamp / self.period + 1e-9) + 1) * self.period
-                self._tick(stamp)
+        stamp_ns = msg.header.stamp_ns
+        if self.trigger == "estimate" and self.estimate is not None and (
+                stamp_ns >= self.next_tick_ns):
+            # the period's tick runs on exactly this estimate, at its time: in lockstep
+            # the command then depends on the sensors alone, not on which thread ran
+            # first (a clock tick could see the previous estimate)
+            self.next_tick_ns = (stamp_ns // self.period_ns + 1) * self.period_ns
+            self._tick(stamp_ns / 1e9)
+
+    def _clock_tick(self) -> None:
+        """The clock's tick; with the estimate trigger only while no estimate comes (the
+        estimator not ready yet, or gone): the tick then declines, so a lockstep world
+        is not held up waiting for a command that cannot come."""
+        if self.trigger == "clock" or self.now_ns() >= self.next_tick_ns + self.period_ns:
+            self._tick()
 
     def _on_path(self, msg: Path) -> None:
         self.path = msg
@@ -168,8 +174,8 @@ class ControllerNode(VehicleNode):
         now = self.now() if now_s is None else now_s
         self.tick_s = now
         controller, est = self.controller, self.estimate
-        if controller is None:
-            self._decline("building the solver")  # the vehicle's command timeout holds it
+        if controller is None:  # a lockstep world waits; a real vehicle's timeout holds it
+            self._decline("building the solver", ready=False)
             return
         if est is None or now - est.stamp_s > self.stale_after:
             self._once("stale", "estimate_stale", "error", "no fresh estimate: not "
@@ -189,12 +195,14 @@ class ControllerNode(VehicleNode):
         self.command.publish(command_message(self.kind, result.command, round(now * 1e9)))
         self._report(result)
 
-    def _decline(self, reason: str) -> None:
+    def _decline(self, reason: str, ready: bool = True) -> None:
         """A tick without a command, said on /<id>/control: a lockstep simulator takes it
-        as this tick's answer (and a monitor sees why the vehicle is on its own)."""
+        as this tick's answer, or waits while the controller is not `ready` (and a
+        monitor sees why the vehicle is on its own)."""
         self.control.publish(Diagnostic(
             header=Header(stamp_ns=round(self.tick_s * 1e9)), name=f"control/{self.vehicle}",
-            level="warn", message=reason, values={"command": "none"}))
+            level="warn", message=reason,
+            values={"command": "none", "ready": str(ready).lower()}))
 
     def _report(self, result: MpcResult) -> None:
         horizon = self.controller.horizon if self.controller.path is not None else None

@@ -21,7 +21,8 @@ and the run its reproducibility).
 Topics per vehicle: `/<id>/cmd` in (QuadrotorCommand, ShipCommand or CarCommand) and
 `/<id>/cmd_failsafe` in (the same type, from a geofence guard: while it speaks, `/cmd`
 is ignored and counted), `/<id>/control` in (lockstep: a controller's Diagnostic with
-`command: none` answers a step it chose not to command),
+`command: none` answers a step it chose not to command; with `ready: false` as well the
+step waits for it without a timeout),
 `/<id>/state` (VehicleState, ground truth), `/<id>/imu`, `/<id>/gnss`, `/<id>/heading`
 and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ships) out;
 `/clock` and `/events` (every fault start and end) out.
@@ -204,9 +205,9 @@ class Simulator(Node):
             raise ValueError(f"simulator: lockstep_vehicles names unknown {sorted(unknown)}")
         extra = self.param("lockstep_topics", [], "other topics a step waits for, e.g. an "
                                                   "estimator's output").value
-        extra = extra + [f"/{v}/{topic}" for v in vehicles for topic in self.param(
-            "lockstep_vehicle_topics", [], "the same per awaited vehicle, relative to "
-                                           "/<id>: e.g. odometry, geofence_status").value]
+        per_vehicle = self.param("lockstep_vehicle_topics", [], "the same per awaited "
+                                 "vehicle, relative to /<id>: e.g. odometry").value
+        extra = extra + [f"/{v}/{topic}" for v in vehicles for topic in per_vehicle]
         for topic in extra:
             self.subscribe(topic, None, lambda msg, t=topic: self._answered(
                 t, msg.header.source_stamp_ns))
@@ -244,8 +245,14 @@ class Simulator(Node):
         vehicle then runs on its safe command instead of the run stalling for the
         lockstep timeout. Only a tick without a command says so, so no command can be
         overtaken by its own report."""
-        if msg.values.get("command") == "none":
-            self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)
+        if msg.values.get("command") != "none":
+            return
+        if msg.values.get("ready") == "false":
+            # alive but not ready to steer (its solver is being built, which can take
+            # tens of seconds the first time): the world waits for it, the watchdog too
+            self.waiting_since = time.monotonic()
+            return
+        self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)
 
     def _answered(self, topic: str, stamp_ns: int) -> None:
         if topic in self.joining:
