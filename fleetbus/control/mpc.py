@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -130,6 +132,9 @@ class MpcSettings:
     # lane overshoot the far edge by 0.2 m, 2000 stalled a drone starting 3 m under its floor
     corridor_rows: int = 8  # half-planes per stage (fewer are padded, more refused)
     budget_s: float = 0.08  # a solve slower than this is not used
+    # a solve still running after this long is taken for hung (fatrop has been seen to
+    # spin for good on a ship's problem): abandoned, and every later solve refused
+    hang_after_s: float = 5.0
     jit: bool = True  # compile the solver's callbacks to C (when gcc is there), cached
 
 
@@ -162,6 +167,34 @@ class MpcResult:
     predicted: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # states (N+1, nx)
 
 
+class _SolverThread:
+    """Runs the solver on its own daemon thread, so a solve that never returns (a solver
+    spinning in C, which holds no lock a caller needs) can be waited for with a timeout
+    and abandoned; CasADi lets other threads run meanwhile."""
+
+    def __init__(self, solver: Any) -> None:
+        self._solver = solver
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="mpc-solver", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            args = self._jobs.get()
+            try:
+                self._results.put((True, self._solver(*args)))
+            except Exception as exc:  # handed to the caller's thread, raised there
+                self._results.put((False, exc))
+
+    def call(self, args: list[Any], timeout_s: float) -> Any:
+        """The solver's output; queue.Empty when it did not answer within `timeout_s`."""
+        self._jobs.put(args)
+        ok, value = self._results.get(timeout=timeout_s)
+        if not ok:
+            raise value
+        return value
+
+
 class PathTrackingMpc:
     """Builds the problem once (per model and settings) and solves it every step."""
 
@@ -183,6 +216,8 @@ class PathTrackingMpc:
         self._guess: np.ndarray | None = None  # the last solution, for warm starts
         self.fallbacks = Fallbacks(vehicle, settings)
         self.counters = self.fallbacks.counters
+        self._worker = _SolverThread(self._solver)
+        self.hung = False  # a solve never returned: this instance cannot solve any more
 
     # -- the problem ----------------------------------------------------------------------
 
@@ -289,17 +324,27 @@ class PathTrackingMpc:
             self.counters["failed"] += 1
             return self.fallbacks.fallback(now_s, f"not finite: {', '.join(bad)}", 0.0, 0,
                                            safe)
+        if self.hung:
+            self.counters["solves"] += 1
+            self.counters["failed"] += 1
+            return self.fallbacks.fallback(now_s, "solver hung", 0.0, 0, safe)
         guess = self._warm_start(z0, ref)
         began = time.perf_counter()
         self.counters["solves"] += 1
         try:
-            out = np.asarray(self._solver(*args, guess)).ravel()
+            out = np.asarray(self._worker.call([*args, guess], s.hang_after_s)).ravel()
             stats = self._solver.stats()
             ok = bool(stats.get("success", False)) and np.all(np.isfinite(out))
             status = str(stats.get("return_status", stats.get("unified_return_status", "")))
             iterations = int(stats.get("iter_count", -1))
         except RuntimeError as exc:  # an evaluation error inside the solver
             ok, status, iterations, out = False, f"error: {exc}"[:200], -1, None
+        except queue.Empty:
+            self.hung = True
+            ok, iterations, out = False, -1, None
+            status = f"hung (no answer in {s.hang_after_s:.1f} s)"
+            log.error("MPC: the %s solve has not returned in %.1f s: abandoned, this "
+                      "controller solves no more", s.solver, s.hang_after_s)
         elapsed = time.perf_counter() - began
         if ok and elapsed > s.budget_s:
             ok, status = False, f"overrun ({elapsed * 1e3:.1f} ms)"

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
 
@@ -105,6 +106,7 @@ class ControllerNode(VehicleNode):
     def _ready(self, controller: PathController) -> None:
         self.controller = controller
         self._load_route()  # a route that came while the solver was being built
+        self._tick()  # answer now: a lockstep world has been holding its step for us
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -194,6 +196,21 @@ class ControllerNode(VehicleNode):
         self.u_last = result.command
         self.command.publish(command_message(self.kind, result.command, round(now * 1e9)))
         self._report(result)
+        if controller.mpc.hung:
+            self._replace_hung_solver()
+
+    def _replace_hung_solver(self) -> None:
+        """A solve that never returned leaves its thread spinning and the solver unusable:
+        build the other back-end (IPOPT, which keeps to its limits) and carry on with it;
+        until it is ready, ticks decline as while starting."""
+        failed = self.settings.solver
+        self.settings = replace(self.settings, solver="ipopt" if failed == "fatrop" else
+                                "fatrop")
+        self.controller = None
+        self.vehicle_event("control_solver_hung", "critical",
+                           f"the {failed} solve did not return: switching to "
+                           f"{self.settings.solver}")
+        threading.Thread(target=self._build, name=f"{self.name}-rebuild", daemon=True).start()
 
     def _decline(self, reason: str, ready: bool = True) -> None:
         """A tick without a command, said on /<id>/control: a lockstep simulator takes it

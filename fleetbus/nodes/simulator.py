@@ -9,7 +9,8 @@ origin latitude/longitude/altitude, and a fault plan: `fault_plan` (a YAML file)
 `lockstep_vehicles` (whose controllers are awaited; default all), `lockstep_topics`
 (more topics to await, e.g. an estimator's output) and `lockstep_vehicle_topics` (the
 same for every awaited vehicle, relative to /<id>), `lockstep_timeout_s`
-(wall) and `lockstep_policy` (continue | hold).
+(wall), `lockstep_startup_timeout_s` (wall, while a controller says it is not ready) and
+`lockstep_policy` (continue | hold).
 
 Lockstep: the simulator starts once every awaited controller is connected, then advances
 one control period at a time — only after each awaited vehicle has sent a command (and
@@ -220,6 +221,9 @@ class Simulator(Node):
                            lambda msg, v=v: self._declined(v, msg), depth=100)
         self.joining = set(extra)
         self.lockstep_timeout_s = self.param("lockstep_timeout_s", 1.0).value
+        self.startup_timeout_s = self.param("lockstep_startup_timeout_s", 300.0, "wall s a "
+                                            "controller not ready yet may hold a step").value
+        self.preparing: set[str] = set()  # vehicles whose controllers are not ready yet
         self.lockstep_policy = self.param("lockstep_policy", "continue").value
         self.waiting: set[str] | None = None  # None: not started (controllers connecting)
         self.waiting_since = 0.0
@@ -249,9 +253,12 @@ class Simulator(Node):
             return
         if msg.values.get("ready") == "false":
             # alive but not ready to steer (its solver is being built, which can take
-            # tens of seconds the first time): the world waits for it, the watchdog too
-            self.waiting_since = time.monotonic()
+            # tens of seconds the first time): the world waits for it, up to the
+            # startup timeout rather than the step's
+            if msg.header.stamp_ns >= self._clock_ns():
+                self.preparing.add(vehicle_id)
             return
+        self.preparing.discard(vehicle_id)
         self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)
 
     def _answered(self, topic: str, stamp_ns: int) -> None:
@@ -281,10 +288,12 @@ class Simulator(Node):
             if connected and self.clock_pub.subscribers >= 1:
                 self._advance()  # nothing is expected at time zero: start
             return
-        if time.monotonic() - self.waiting_since > self.lockstep_timeout_s:
+        timeout = self.startup_timeout_s if self.preparing else self.lockstep_timeout_s
+        if time.monotonic() - self.waiting_since > timeout:
             self.lockstep_timeouts += 1
+            self.preparing.clear()
             self._count("lockstep_timeout", f"nothing on {sorted(self.waiting)} within "
-                        f"{self.lockstep_timeout_s} s at sim time {self.world.time_s:.3f} s; "
+                        f"{timeout} s at sim time {self.world.time_s:.3f} s; "
                         f"policy: {self.lockstep_policy}")
             if self.lockstep_policy == "continue":
                 self._advance()
