@@ -389,7 +389,8 @@ def test_a_simulated_car_completes_its_geojson_mission_on_the_whole_stack(bus):
     car = {"vehicle_id": "car1", "vehicle_type": "car"}
     bus.start(FusionNode("fusion", params=car, config=sim_clock))
     bus.start(PlannerNode("planner", params=car, config=sim_clock))
-    control = bus.start(ControllerNode("control", params={**car, "jit": False},
+    control = bus.start(ControllerNode("control", params={**car, "jit": False,
+                                                          "trigger": "estimate"},
                                        config=sim_clock))
     manager = bus.start(MissionManager("mission", params={**car, "mission": str(CAR)},
                                        config=sim_clock))

@@ -99,12 +99,7 @@ class GeofenceGuard(VehicleNode):
             self._event("invalid_geofence", "error", f"geofence rejected: {exc}")
 
     def _on_odometry(self, msg: Odometry) -> None:
-        estimate = self.read_estimate(msg)
-        if estimate is None:
-            return
-        self.estimate = estimate
-        if self.home is None:
-            self.home = estimate.position.copy()
+        self.take_estimate(msg)
 
     def _reset(self, request: String) -> String:
         previous = self.failsafe.action if self.failsafe else "none"

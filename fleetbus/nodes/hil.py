@@ -24,7 +24,6 @@ from typing import Any
 from fleetbus.messages import Diagnostic, Header, VehicleState
 from fleetbus.nodes.simulator import vehicle_state
 from fleetbus.nodes.vehicle_node import VehicleNode
-from fleetbus.sim_bridge.hil_body import HilBody
 
 FRAMES = {"quadrotor": "quad", "car": "rover", "vessel": "boat"}  # ArduPilot's
 # counters that mean trouble: each increase is an Event
@@ -60,33 +59,25 @@ class HilNode(VehicleNode):
         self.timer(1.0, self._diagnose)
 
     def _px4(self, start: dict, model: dict | None) -> tuple[Any, ...]:
-        from fleetbus.sim_bridge.px4 import (
-            BASE_PORT,
-            Px4Link,
-            Px4Settings,
-            Px4Simulator,
-            SerialLink,
-            TcpServer,
-        )
+        from fleetbus.sim_bridge.px4 import BASE_PORT, Px4Settings, make_simulator
 
         if self.kind != "quadrotor":
             raise ValueError(f"{self.name}: PX4's simulator protocol flies a quadrotor, "
                              f"not a {self.kind}")
-        body = HilBody("multirotor", model, start)
-        link = Px4Link(body, Px4Settings(
-            physics_dt_s=float(self.param("physics_dt_s", 0.004, "s").value),
-            watchdog_s=float(self.param("watchdog_s", 1.0, "s of autopilot silence").value),
-            watchdog_policy=self.param("watchdog_policy", "pause", "pause | freerun").value))
-        serial = self.param("serial", "", "serial device of a flight controller in HIL").value
-        if serial:
-            transport: Any = SerialLink(serial, int(self.param("baud", 921600).value))
-            endpoint = f"serial:{serial}"
-        else:
-            instance = int(self.param("instance", 0).value)
-            port = self.param("port", BASE_PORT + instance, "TCP port").value
-            transport = TcpServer(self.param("host", "127.0.0.1").value, int(port))
-            endpoint = f"tcp:127.0.0.1:{transport.port}"
-        return (Px4Simulator(link, transport).run, body, endpoint, lambda: link.counters,
+        instance = int(self.param("instance", 0).value)
+        simulator, where = make_simulator(
+            Px4Settings(
+                physics_dt_s=float(self.param("physics_dt_s", 0.004, "s").value),
+                watchdog_s=float(self.param("watchdog_s", 1.0, "s of autopilot silence")
+                                 .value),
+                watchdog_policy=self.param("watchdog_policy", "pause", "pause | freerun")
+                .value),
+            start, model, instance, self.param("host", "127.0.0.1").value,
+            int(self.param("port", BASE_PORT + instance, "TCP port").value),
+            self.param("serial", "", "serial device of a flight controller in HIL").value,
+            int(self.param("baud", 921600).value))
+        link = simulator.link
+        return (simulator.run, link.body, where.replace(" ", ":"), lambda: link.counters,
                 lambda: link.last_error)
 
     def _ardupilot(self, start: dict, model: dict | None) -> tuple[Any, ...]:

@@ -148,12 +148,9 @@ class MissionManager(VehicleNode):
         self._publish_status()
 
     def _on_odometry(self, msg: Odometry) -> None:
-        estimate = self.read_estimate(msg)
-        if estimate is None:
+        if self.take_estimate(msg) is None:
             return
-        self.estimate = estimate
-        if self.home is None:
-            self.home = estimate.position.copy()
+        if math.isnan(self.first_estimate_s):
             self.first_estimate_s = self.now()
         self._step()
         self._publish_status()

@@ -34,6 +34,16 @@ class VehicleNode(Node):
             return None
         return estimate
 
+    def take_estimate(self, msg: Odometry) -> Estimate | None:
+        """`read_estimate`, kept as self.estimate; the first one is also self.home, where
+        a return to launch goes (call `vehicle_params` first)."""
+        estimate = self.read_estimate(msg)
+        if estimate is not None:
+            self.estimate = estimate
+            if getattr(self, "home", None) is None:
+                self.home = estimate.position.copy()
+        return estimate
+
     def vehicle_event(self, kind: str, severity: str, message: str,
                       data: dict[str, str] | None = None) -> None:
         """An Event about this vehicle: the message starts with its name and the data

@@ -175,8 +175,22 @@ class QuadMixer:
         return [motor_fraction(pwm[c - 1]) * self.max_motor_thrust_n for c in self.motors]
 
 
+class _SteerAndThrottle:
+    """What ArduPilot Rover's two outputs share, for the car and the boat mixers."""
+
+    steering: int
+    throttle: int
+
+    def __post_init__(self) -> None:
+        _check_channels(steering=self.steering, throttle=self.throttle)
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return (self.steering, self.throttle)
+
+
 @dataclass(frozen=True)
-class RoverMixer:
+class RoverMixer(_SteerAndThrottle):
     """ArduPilot Rover (car steering): SERVO`steering` above 1500 steers right, which is
     negative in the bicycle's left-positive steering angle; SERVO`throttle` t in [-1, 1]
     drives like a motor with back-EMF, a = max_accel * (t - v / max_speed), so a steady
@@ -188,13 +202,6 @@ class RoverMixer:
     steering: int = 1
     throttle: int = 3
 
-    def __post_init__(self) -> None:
-        _check_channels(steering=self.steering, throttle=self.throttle)
-
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return (self.steering, self.throttle)
-
     def __call__(self, pwm: Sequence[int], kinematics: Kinematics) -> list[float]:
         speed = rotate_inverse(kinematics.attitude_ned, kinematics.velocity_ned)[0]
         t = centred(pwm[self.throttle - 1])
@@ -203,7 +210,7 @@ class RoverMixer:
 
 
 @dataclass(frozen=True)
-class BoatMixer:
+class BoatMixer(_SteerAndThrottle):
     """ArduPilot Rover as a boat: SERVO`throttle` t gives a surge force of t times the
     hull's maximum ahead (t > 0) or astern (t < 0); SERVO`steering` s > 0 (right) turns
     clockwise, a negative yaw moment in the vessel's counter-clockwise-positive input."""
@@ -213,13 +220,6 @@ class BoatMixer:
     max_yaw_moment_nm: float
     steering: int = 1
     throttle: int = 3
-
-    def __post_init__(self) -> None:
-        _check_channels(steering=self.steering, throttle=self.throttle)
-
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return (self.steering, self.throttle)
 
     def __call__(self, pwm: Sequence[int], kinematics: Kinematics) -> list[float]:
         t = centred(pwm[self.throttle - 1])

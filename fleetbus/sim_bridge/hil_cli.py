@@ -13,8 +13,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fleetbus.sim_bridge.hil_body import HilBody
-
 log = logging.getLogger(__name__)
 
 
@@ -51,31 +49,19 @@ def _run_until_stopped(run: Callable[[threading.Event], None],
 
 def cmd_px4(args: argparse.Namespace, config: Any = None) -> int:
     # pymavlink is the hil extra's: only these commands import it
-    from fleetbus.sim_bridge.px4 import (
-        BASE_PORT,
-        Px4Link,
-        Px4Settings,
-        Px4Simulator,
-        SerialLink,
-        TcpServer,
-    )
+    from fleetbus.sim_bridge.px4 import Px4Settings, make_simulator
     from fleetbus.sim_bridge.px4_sensors import Px4SensorSettings
 
-    body = HilBody("multirotor", start=args.start)
     sensors = Px4SensorSettings(origin_lat_deg=args.lat, origin_lon_deg=args.lon,
                                 origin_alt_m=args.alt, seed=args.seed)
-    link = Px4Link(body, Px4Settings(physics_dt_s=args.dt, watchdog_s=args.watchdog,
-                                     watchdog_policy=args.watchdog_policy, sensors=sensors))
-    if args.serial:
-        transport: Any = SerialLink(args.serial, args.baud)
-        where = f"serial {args.serial} at {args.baud} baud"
-    else:
-        port = BASE_PORT + args.instance if args.port is None else args.port
-        transport = TcpServer(args.host, port)
-        where = f"tcp {args.host}:{transport.port}"
+    simulator, where = make_simulator(
+        Px4Settings(physics_dt_s=args.dt, watchdog_s=args.watchdog,
+                    watchdog_policy=args.watchdog_policy, sensors=sensors),
+        start=args.start, instance=args.instance, host=args.host, port=args.port,
+        serial=args.serial or "", baudrate=args.baud)
     # the line a launcher or a test waits for: where to connect
     print(f"PX4 simulator listening on {where}", flush=True)
-    return _run_until_stopped(Px4Simulator(link, transport).run, lambda: link.counters)
+    return _run_until_stopped(simulator.run, lambda: simulator.counters)
 
 
 def cmd_ardupilot(args: argparse.Namespace, config: Any = None) -> int:

@@ -298,3 +298,17 @@ class Px4Simulator:
                     silent, last_answer, next_tick = True, now, now
         finally:
             transport.close()
+
+
+def make_simulator(settings: Px4Settings | None = None, start: dict[str, float] | None = None,
+                   params: dict | None = None, instance: int = 0, host: str = "127.0.0.1",
+                   port: int | None = None, serial: str = "",
+                   baudrate: int = 921600) -> tuple[Px4Simulator, str]:
+    """A PX4 simulator for a multirotor (model `params`, `start` pose) on TCP 4560 +
+    instance (`port` 0: any free one) or, with `serial`, on that serial device; and where
+    it listens, e.g. "tcp 127.0.0.1:4560"."""
+    link = Px4Link(HilBody("multirotor", params, start), settings)
+    if serial:
+        return Px4Simulator(link, SerialLink(serial, baudrate)), f"serial {serial}"
+    server = TcpServer(host, BASE_PORT + instance if port is None else port)
+    return Px4Simulator(link, server), f"tcp {host}:{server.port}"
