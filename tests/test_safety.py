@@ -73,3 +73,16 @@ def test_a_nan_estimate_gives_a_neutral_command_never_a_nan():
     est.position[:] = np.nan
     u = safe_command("quadrotor", model, est, "hold", None)
     assert u.tolist() == [model.hover_thrust_n, 0.0, 0.0, 0.0]
+
+
+def test_a_car_holding_brakes_in_proportion_to_a_small_speed():
+    """A car at rest whose estimate reads a little forward speed gets a gentle brake, not
+    full braking: with an estimate lagging a reversal, full braking had driven it
+    backwards out of its fence."""
+    model = make_model("car")
+    creeping = safe_command("car", model, estimate_of("car", np.array([0.0, 0.0, 0.0, 0.06])),
+                            "hold")
+    assert -0.5 < creeping[0] < 0.0
+    fast = safe_command("car", model, estimate_of("car", np.array([0.0, 0.0, 0.0, 8.0])),
+                        "hold")
+    assert fast[0] == -model.max_decel_mps2

@@ -22,6 +22,8 @@ from fleetbus.estimation.drone import rotation
 from fleetbus.estimation.estimate import Estimate, wrap
 from fleetbus.models.quadrotor import GRAVITY
 
+HOLD_TIME_CONSTANT_S = 0.5  # a car holding sheds its speed with this time constant
+
 SafeAction = Literal["hold", "return", "land", "recover"]
 
 
@@ -98,7 +100,12 @@ def _car(model, est: Estimate, action: SafeAction, goal: np.ndarray,
     error = goal[:2] - est.position[:2]
     distance = float(np.hypot(*error))
     if action in ("hold", "land") or distance < 0.5:
-        return np.array([-model.max_decel_mps2 if speed > 0.05 else -speed, 0.0])
+        # Brake in proportion to the speed, at most full braking. Full braking whenever
+        # the estimate read a little forward speed (it was so) drove a car at rest
+        # backwards: the estimate lags a reversal by a few tenths of a second, and it
+        # kept reading "forward" while the brake accelerated the car in reverse.
+        return np.array([min(max(-speed / HOLD_TIME_CONSTANT_S, -model.max_decel_mps2),
+                             model.max_accel_mps2), 0.0])
     yaw = _yaw(est)
     bearing = wrap(math.atan2(error[1], error[0]) - yaw)
     # Pure pursuit towards the target (or reverse when it lies behind).

@@ -10,11 +10,10 @@ so it is tested without a bus and gives the same answer when a run is replayed.
   never come within a tight radius of a corner, and the mission must not stall there.
 - A waypoint with `hold_s` is done once the vehicle has stayed within its radius that
   long, by the estimates' stamps; leaving the radius starts the hold again.
-- The mission is complete once its last goal (home, with `return_home`) has been reached
-  and held, at the first estimate after that with a speed below `stop_speed_mps`. Where the
-  vehicle comes to rest is not judged again: braking past the radius is the controller's
-  business (autopilots call a mission done on reaching its last waypoint, without even
-  waiting for the stop), and the distance to the goal is still reported.
+- The mission is complete when the vehicle is within the radius of its last goal (home,
+  with `return_home`), has held there, and moves slower than `stop_speed_mps`: at rest
+  at the goal, so a vehicle that brakes to a stop outside the radius has not completed
+  it (a mission timeout in the node catches one that never does).
 
 The planner brings a vehicle to rest only at the end of the path it is given, so a hold
 needs a path that ends there: `leg()` is the part of the mission to plan now, up to the
@@ -70,7 +69,6 @@ class MissionTracker:
         self._from: np.ndarray | None = None  # where the current leg began
         self._since: float | None = None  # stamp the vehicle entered the goal's radius
         self._announced = -1  # the last goal reported as arrived
-        self._held = False  # the last goal reached and held: only the stop is missing
 
     @property
     def completed(self) -> bool:
@@ -113,10 +111,6 @@ class MissionTracker:
         while not self.completed:
             k, goal = self.index, self.goals[self.index]
             last = k == len(self.goals) - 1
-            if self._held:
-                if speed_mps < self.stop_speed_mps:
-                    self.index += 1
-                break
             inside = float(np.linalg.norm(p - self._points[k])) <= goal.acceptance_radius_m
             if not (inside or (goal.hold_s == 0 and not last and self._passed(p, k))):
                 self._since = None
@@ -126,11 +120,8 @@ class MissionTracker:
                 self._announced = k
             if self._since is None:
                 self._since = stamp_s
-            if stamp_s - self._since < goal.hold_s:
+            if stamp_s - self._since < goal.hold_s or (last and speed_mps >= self.stop_speed_mps):
                 break
-            if last:
-                self._held = True
-                continue
             self.index += 1
             self._since = None
             if goal.hold_s > 0 and not self.completed:
