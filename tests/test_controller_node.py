@@ -123,6 +123,10 @@ def test_no_command_on_a_stale_estimate_or_under_a_failsafe_and_a_bad_path_is_re
 
     # The estimate goes stale: the controller says so and stops commanding.
     wait_until(lambda: "estimate_stale" in kinds(record), what="the stale estimate")
+    # the controller's topics share its socket: once its declined tick is in, every
+    # command it sent before is in too
+    wait_until(lambda: record["control"][-1].values.get("command") == "none",
+               what="the declined tick")
     sent = len(record["cmd"])
     run_on(rec, lambda: None)
     run_on(control, lambda: control._tick())  # a tick with the stale estimate

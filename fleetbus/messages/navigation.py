@@ -148,5 +148,5 @@ class MissionStatus(Message):
                    "completed", "failed"] = "idle"
     waypoint: int = 0  # index of the waypoint being flown to (== waypoints when done)
     waypoints: int = 0  # how many the mission has (the way home not counted)
-    distance_to_waypoint_m: float = float("nan")  # m, horizontal; NaN without an estimate
+    distance_to_waypoint_m: float = float("inf")  # m, horizontal; inf without an estimate
     message: str = ""  # why, for the failed and failsafe states

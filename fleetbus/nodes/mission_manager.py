@@ -319,7 +319,7 @@ class MissionManager(VehicleNode):
     def _distance(self) -> float:
         follow = self.tracker if self.mode in ("mission", "completed") else self.errand
         if self.estimate is None or follow is None:
-            return math.nan
+            return math.inf  # as the message says: no estimate, no distance
         return follow.distance(self.estimate.position)
 
     def _event(self, what: str, severity: str, message: str, **data: str) -> None:
