@@ -148,3 +148,19 @@ def test_no_command_on_a_stale_estimate_or_under_a_failsafe_and_a_bad_path_is_re
     refusal = next(e for e in record["events"] if e.kind == "invalid_path")
     assert "finite" in refusal.message
     assert control.counters.get("invalid_path", 0) == 1 and control.controller.path is None
+
+
+def test_an_empty_path_holds_the_vehicle_without_an_error(bus):
+    record = new_record()
+    rec = bus.node("rec", recorder(record))
+    control = bus.start(ControllerNode("control", params=PARAMS))
+    wait_until(lambda: rec.path.subscribers and rec.corridor.subscribers
+               and all(s.publishers for s in rec.links), what="the controller's links")
+    wait_until(lambda: control.controller is not None, timeout=60, what="the solver")
+    header = Header(stamp_ns=5, frame_id="map")
+    run_on(rec, lambda: (rec.path.publish(Path(header=header)),
+                         rec.corridor.publish(Corridor(header=header))))
+    held = wait_until(lambda: [e for e in record["events"] if e.kind == "path_following"],
+                      what="the hold")
+    assert "holding" in held[-1].message and "invalid_path" not in kinds(record)
+    assert control.controller.path is None  # nothing to follow: the safe command holds

@@ -107,3 +107,16 @@ def test_a_mission_point_outside_the_fence_is_refused_by_name(bus):
     assert "waypoint 1" in failed[0].message and "outside every inclusion zone" in failed[
         0].message
     assert planner.counters["invalid_mission"] == 1 and planner.plans == 0
+
+
+def test_a_mission_to_where_the_vehicle_is_becomes_an_empty_path_a_hold(bus):
+    _, op, got = planner_and_operator(bus)
+    run_on(op, lambda: op.fence.publish(fence_to_msg(FENCE)))
+    run_on(op, lambda: op.mission.publish(Mission(mission_id="hold", waypoints=[
+        Waypoint(position=Vector3(x=20.2, y=19.9))])))
+    run_on(op, lambda: op.odom.publish(Odometry(pose=Pose(position=Vector3(x=20.0, y=20.0)))))
+    path = wait_until(lambda: got["path"], what="the hold path")[-1]
+    corridor = wait_until(lambda: got["corridor"], what="its corridor")[-1]
+    assert path.poses == [] and corridor.cells == []
+    assert path.header.stamp_ns == corridor.header.stamp_ns  # the pair the controller takes
+    assert not [e for e in got["events"] if e.kind == "plan_failed"]

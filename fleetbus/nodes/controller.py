@@ -22,7 +22,8 @@ period minus this), `stale_after_s`, `solver` (fatrop | ipopt), `horizon`, `jit`
 `trigger` (clock: tick on the node's clock; estimate: tick on the first estimate of each
 period, at its stamp -- what a lockstep run wants, see `_on_odometry`).
 Topics: `/<id>/path` (Path, latched), `/<id>/corridor` (Corridor, latched),
-`/<id>/odometry` and `/<id>/geofence_status` in; `/<id>/cmd` (latched),
+`/<id>/odometry` and `/<id>/geofence_status` in (an empty path: hold where it is);
+`/<id>/cmd` (latched),
 `/<id>/control` (Diagnostic, every period: the solve, or `command: none` and why),
 `/diagnostics` (1 Hz) and `/events` out.
 """
@@ -150,6 +151,10 @@ class ControllerNode(VehicleNode):
         path, corridor, controller = self.path, self.corridor, self.controller
         if (path is None or corridor is None or controller is None
                 or path.header.stamp_ns != corridor.header.stamp_ns):
+            return
+        if not path.poses:  # the planner's "stay where you are"
+            controller.follow(None)
+            self.vehicle_event("path_following", "info", "holding: the path is empty")
             return
         dims = 3 if self.kind == "quadrotor" else 2
         points = [[p.position.x, p.position.y, p.position.z][:dims] for p in path.poses]

@@ -41,6 +41,8 @@ from fleetbus.nodes.vehicle_node import VehicleNode
 from fleetbus.planners import GeofenceError
 from fleetbus.planners.route import Route, RoutePlanner, VehicleEnvelope
 
+HOLD_RADIUS_M = 0.5  # goals this close to the vehicle mean "stay here", not a route
+
 ENVELOPES = {  # what each simulated vehicle can do with its default model
     "quadrotor": {"radius_m": 0.5, "max_speed_mps": 5.0, "max_accel_mps2": 2.0,
                   "max_decel_mps2": 3.0, "max_lateral_accel_mps2": 3.0, "turn_radius_m": 0.0},
@@ -123,6 +125,11 @@ class PlannerNode(VehicleNode):
         if self.mission.return_home:
             goals.append(start.copy())
         drone = self.kind == "quadrotor"
+        dims = 3 if drone else 2
+        if all(np.linalg.norm(g[:dims] - start[:dims]) < HOLD_RADIUS_M for g in goals):
+            # a mission to where the vehicle is (a hold): no route to plan, only to stop
+            self._publish_hold()
+            return
         try:
             points = np.vstack(goals) if drone else np.vstack(goals)[:, :2]
             self.fence.check_points(points, [f"waypoint {k}" for k in range(len(goals))])
@@ -153,6 +160,14 @@ class PlannerNode(VehicleNode):
                     f"{elapsed_ms:.1f} ms" + (f"; {route.message}" if route.message else ""),
                     {"length_m": f"{route.length_m:.3f}", "plan_ms": f"{elapsed_ms:.2f}",
                      "clearance_m": f"{route.clearance_m:.3f}"})
+
+    def _publish_hold(self) -> None:
+        """An empty path (and corridor): the controller stops the vehicle where it is."""
+        header = Header(stamp_ns=self.now_ns(), frame_id="map")
+        self.path.publish(Path(header=header))
+        self.corridor.publish(Corridor(header=header))
+        self.vehicle_event("planned", "info", f"mission {self.mission.mission_id!r}: "
+                           "hold where it is")
 
     def _publish(self, route: Route) -> None:
         header = Header(stamp_ns=self.now_ns(), frame_id="map")
