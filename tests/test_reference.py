@@ -244,3 +244,19 @@ def test_model_state_refuses_an_unknown_vehicle_type():
     estimate = estimate_from_odometry(Odometry())
     with pytest.raises(ValueError, match="submarine"):
         model_state("submarine", estimate)
+
+
+def test_a_cell_of_the_next_lane_holding_the_vehicle_is_not_jumped_to():
+    """Survey lanes side by side: lane 1 east along y = 0 (cell 0), the turn (cell 1),
+    lane 2 back west along y = 10 (cell 2), whose cell reaches down over lane 1. The
+    vehicle mid-lane 1 is inside cells 0 and 2; it stays in cell 0 until the turn."""
+    points = [[0.0, 0.0], [50.0, 0.0], [50.0, 10.0], [0.0, 10.0]]
+    cells = [rect(-5, 55, -5, 4), rect(45, 55, -5, 15), rect(-5, 55, 2, 15)]
+    ref = PathReference(points, [2.0] * 4, cells)
+    horizon = ref.horizon([25.0, 3.0], 10, 0.1)
+    assert horizon.cells[0] == 0
+
+
+def rect(x0: float, x1: float, y0: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]), np.array([x1, -x0,
+                                                                                  y1, -y0])

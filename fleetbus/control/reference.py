@@ -121,12 +121,13 @@ class PathReference:
 
     def _start_cell(self, p: np.ndarray) -> int:
         """The cell holding the vehicle, from the one it was in (cells only advance): the
-        furthest of it and the next two, else the first further on (a path that loops
-        back may pass other cells that hold it too), else the least violated one (it is
-        outside: the softened constraints steer it back in)."""
+        further of it and the next one, else the first further on, else the least
+        violated one (it is outside: the softened constraints steer it back in). Never
+        two ahead: where a survey's lanes run side by side, a cell of the next lane can
+        hold the vehicle too, and jumping to it pinned a drone mid-lane for good."""
         ahead = range(self._cell, min(self._cell + LOOKAHEAD_SEGMENTS, len(self.cells)))
         holding = [c for c in ahead if self._inside(c, p)]
-        near = [c for c in holding if c <= self._cell + 2]
+        near = [c for c in holding if c <= self._cell + 1]
         if near or holding:
             return near[-1] if near else holding[0]
         violation = [float(np.max(self.cells[c][0] @ p - self.cells[c][1])) for c in ahead]
