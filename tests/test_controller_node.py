@@ -105,13 +105,20 @@ def test_the_controller_drives_a_car_along_its_path_inside_the_corridor(bus):
     assert control.controller.mpc.counters["failed"] == 0
 
 
-def test_no_command_on_a_stale_estimate_or_under_a_failsafe_and_a_bad_path_is_refused(bus):
-    record = new_record()
+def ready_controller(bus, record: dict):
+    """A recorder and a controller (wall clock) linked both ways, its solver built."""
     rec = bus.node("rec", recorder(record))
     control = bus.start(ControllerNode("control", params=PARAMS))
-    wait_until(lambda: rec.odom.subscribers and rec.status.subscribers
+    wait_until(lambda: all(p.subscribers for p in (rec.path, rec.corridor, rec.odom,
+                                                   rec.status))
                and all(s.publishers for s in rec.links), what="the controller's links")
     wait_until(lambda: control.controller is not None, timeout=60, what="the solver")
+    return rec, control
+
+
+def test_no_command_on_a_stale_estimate_or_under_a_failsafe_and_a_bad_path_is_refused(bus):
+    record = new_record()
+    rec, control = ready_controller(bus, record)
 
     def odometry() -> None:
         rec.odom.publish(Odometry(header=Header(stamp_ns=control.now_ns())))
@@ -152,11 +159,7 @@ def test_no_command_on_a_stale_estimate_or_under_a_failsafe_and_a_bad_path_is_re
 
 def test_an_empty_path_holds_the_vehicle_without_an_error(bus):
     record = new_record()
-    rec = bus.node("rec", recorder(record))
-    control = bus.start(ControllerNode("control", params=PARAMS))
-    wait_until(lambda: rec.path.subscribers and rec.corridor.subscribers
-               and all(s.publishers for s in rec.links), what="the controller's links")
-    wait_until(lambda: control.controller is not None, timeout=60, what="the solver")
+    rec, control = ready_controller(bus, record)
     header = Header(stamp_ns=5, frame_id="map")
     run_on(rec, lambda: (rec.path.publish(Path(header=header)),
                          rec.corridor.publish(Corridor(header=header))))
