@@ -21,7 +21,8 @@ command timeout takes over (hover, brake, no thrust).
 
 Parameters: `vehicle_id`, `vehicle_type`, `model` (the vehicle's model parameters, as the
 simulator takes them), `radius_m`, `decel_mps2` (for the stopping distance), `k_sigma`,
-`horizon_s`, `rate_hz`, `reaction_s` (decision to action; two ticks by default),
+`horizon_s`, `rate_hz`, `reaction_s` (decision to action; two ticks by default; radius,
+deceleration and k default to the vehicle type's planning envelope),
 `stale_after_s`, `home` ([x, y, z]; the first estimate when
 empty), `geofence_topic`.
 Topics: `/geofence` (Geofence, latched) and `/<id>/odometry` in; `/<id>/geofence_status`,
@@ -47,6 +48,7 @@ from fleetbus.nodes.conversions import (
 )
 from fleetbus.nodes.vehicle_node import VehicleNode
 from fleetbus.planners import Geofence, GeofenceError, VisibilityPlanner, Zone
+from fleetbus.planners.envelope import ENVELOPES
 from fleetbus.sim_bridge.vehicles import make_model
 
 REACHED_M = 1.5  # a return path's vertex counts as reached this close
@@ -64,10 +66,11 @@ class GeofenceGuard(VehicleNode):
     def setup(self) -> None:
         self.vehicle_params("guard", COMMANDS)
         self.model = make_model(self.kind, self.param("model", {}).value or None)
-        self.radius = float(self.param("radius_m", 0.5, "vehicle radius, m").value)
-        default_decel = getattr(self.model, "max_decel_mps2", 2.0)
-        self.decel = float(self.param("decel_mps2", default_decel).value)
-        self.k_sigma = float(self.param("k_sigma", 3.0).value)
+        # The planner's envelope, so that a vehicle on its route never looks like a breach.
+        envelope = ENVELOPES[self.kind]
+        self.radius = float(self.param("radius_m", envelope.radius_m, "vehicle radius, m").value)
+        self.decel = float(self.param("decel_mps2", envelope.max_decel_mps2).value)
+        self.k_sigma = float(self.param("k_sigma", envelope.k_sigma).value)
         self.horizon = float(self.param("horizon_s", 3.0).value)
         self.stale_after = float(self.param("stale_after_s", 0.5).value)
         home = self.param("home", [], "[x, y, z] to return to; the first estimate if []").value

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 
@@ -39,19 +39,10 @@ from fleetbus.messages import Geofence as GeofenceMsg
 from fleetbus.nodes.conversions import fence_from_msg
 from fleetbus.nodes.vehicle_node import VehicleNode
 from fleetbus.planners import GeofenceError
-from fleetbus.planners.route import Route, RoutePlanner, VehicleEnvelope
+from fleetbus.planners.envelope import ENVELOPES, VehicleEnvelope
+from fleetbus.planners.route import Route, RoutePlanner
 
 HOLD_RADIUS_M = 0.5  # goals this close to the vehicle mean "stay here", not a route
-
-ENVELOPES = {  # what each simulated vehicle can do with its default model
-    "quadrotor": {"radius_m": 0.5, "max_speed_mps": 5.0, "max_accel_mps2": 2.0,
-                  "max_decel_mps2": 3.0, "max_lateral_accel_mps2": 3.0, "turn_radius_m": 0.0},
-    "car": {"radius_m": 1.2, "max_speed_mps": 8.0, "max_accel_mps2": 2.0,
-            "max_decel_mps2": 5.0, "max_lateral_accel_mps2": 3.0, "turn_radius_m": 5.0},
-    "vessel": {"radius_m": 1.0, "max_speed_mps": 1.5, "max_accel_mps2": 0.2,
-               "max_decel_mps2": 0.2, "max_lateral_accel_mps2": 0.3, "turn_radius_m": 4.0},
-}
-
 
 class PlannerNode(VehicleNode):
     def setup(self) -> None:
@@ -60,7 +51,7 @@ class PlannerNode(VehicleNode):
         unknown = set(given) - {f.name for f in fields(VehicleEnvelope)}
         if unknown:
             raise ValueError(f"planner: envelope has no field {sorted(unknown)}")
-        self.envelope = VehicleEnvelope(**{**ENVELOPES[self.kind], **given})
+        self.envelope = replace(ENVELOPES[self.kind], **given)
         self.vertical_margin = float(self.param("vertical_margin_m", 2.0).value)
         self.step = float(self.param("path_step_m", 1.0).value)
         self.fence = None

@@ -2,8 +2,9 @@
 what the vehicle can steer, with a speed profile and a convex corridor for the controller.
 
 The margin a route keeps from the fence is the vehicle's radius, k standard deviations of
-its position estimate and its stopping distance at top speed: the same margin the
-geofence guard uses, so a vehicle following its route never looks like a breach to it.
+its position estimate and its stopping distance at top speed, and its speed profile keeps
+the geofence guard's margin free straight ahead at every point (see envelope.py), so a
+vehicle following its route never looks like a breach to the guard.
 """
 
 from __future__ import annotations
@@ -19,44 +20,13 @@ from shapely.geometry import LineString
 from shapely.geometry.base import BaseGeometry
 
 from fleetbus.planners.corridor import CorridorCell, convex_corridor
+from fleetbus.planners.envelope import VehicleEnvelope
 from fleetbus.planners.geofence import ERODE_QUAD_SEGS, ERODE_SCALE, Geofence
 from fleetbus.planners.smoothing import SmoothedPath, fillet_path, speed_profile
 from fleetbus.planners.visibility import PlanResult, Status, VisibilityPlanner
 
 CLEARANCE_ATTEMPTS = 3  # re-plans with more clearance before corners are left sharp
 CLEARANCE_SLACK = 1.1  # clearance asked for, per clearance a corner needed
-
-
-@dataclass(frozen=True)
-class VehicleEnvelope:
-    """What the planner must know of a vehicle. turn_radius_m = 0: it turns on the spot."""
-
-    radius_m: float = 0.5
-    max_speed_mps: float = 5.0
-    max_accel_mps2: float = 1.0
-    max_decel_mps2: float = 2.0
-    max_lateral_accel_mps2: float = 2.0
-    turn_radius_m: float = 0.0
-    position_sigma_m: float = 0.0
-    k_sigma: float = 3.0
-    corridor_half_width_m: float = 20.0
-
-    def __post_init__(self) -> None:
-        for name in ("radius_m", "position_sigma_m", "turn_radius_m"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"VehicleEnvelope.{name} must be finite and >= 0, got {value}")
-        for name in ("max_speed_mps", "max_accel_mps2", "max_decel_mps2",
-                     "max_lateral_accel_mps2", "corridor_half_width_m"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f"VehicleEnvelope.{name} must be finite and > 0, got {value}")
-
-    @property
-    def margin_m(self) -> float:
-        """Radius + k sigma + the stopping distance from top speed."""
-        return (self.radius_m + self.k_sigma * self.position_sigma_m
-                + self.max_speed_mps**2 / (2.0 * self.max_decel_mps2))
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +93,8 @@ class RoutePlanner:
         v = self.vehicle
         speeds = speed_profile(smoothed.s, smoothed.curvature, v.max_speed_mps,
                                v.max_lateral_accel_mps2, v.max_accel_mps2, v.max_decel_mps2,
-                               v_start=max(v_start, 0.0), v_end=0.0)
+                               v_start=max(v_start, 0.0), v_end=0.0,
+                               v_cap=v.safe_speed(self._free_ahead(smoothed)))
         corridor = convex_corridor(polyline, self.free_space(), v.corridor_half_width_m)
         message = "" if smoothed.ok or v.turn_radius_m == 0.0 else (
             f"{len(smoothed.tight_corners)} corner(s) too tight for a turn radius of "
@@ -131,6 +102,17 @@ class RoutePlanner:
         self.route = Route("ok", message, polyline, smoothed, speeds, tuple(corridor),
                            clearance, self.altitude_m)
         return self.route
+
+    def _free_ahead(self, smoothed: SmoothedPath) -> np.ndarray:
+        """Free space along the path's heading at each sample, in the fence itself (what
+        the guard looks at), as far as the guard's margin at top speed could reach."""
+        v = self.vehicle
+        reach = (v.static_margin_m + v.tracking_tolerance_m + v.max_speed_mps * v.reaction_s
+                 + v.max_speed_mps**2 / (2.0 * v.max_decel_mps2))
+        points = smoothed.points if self.altitude_m is None else np.column_stack(
+            [smoothed.points, np.full(len(smoothed.points), self.altitude_m)])
+        directions = np.column_stack([np.cos(smoothed.heading), np.sin(smoothed.heading)])
+        return self.fence.free_ahead(points, directions, reach)
 
     def _legs(self, stops: list[np.ndarray], free: BaseGeometry) -> list[PlanResult]:
         try:

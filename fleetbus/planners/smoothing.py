@@ -195,8 +195,9 @@ def fillet_path(points: ArrayLike, free: BaseGeometry, turn_radius_m: float,
 
 def speed_profile(s: ArrayLike, curvature: ArrayLike, v_max: float, a_lat_max: float,
                   a_accel: float, a_decel: float, v_start: float = 0.0,
-                  v_end: float = 0.0) -> np.ndarray:
-    """The fastest speed at every sample subject to v <= v_max, v^2*|k| <= a_lat_max,
+                  v_end: float = 0.0, v_cap: ArrayLike | None = None) -> np.ndarray:
+    """The fastest speed at every sample subject to v <= v_max, v <= v_cap (per sample,
+    e.g. what stopping short of the fence ahead allows), v^2*|k| <= a_lat_max,
     v[i+1]^2 <= v[i]^2 + 2*a_accel*ds and v[i]^2 <= v[i+1]^2 + 2*a_decel*ds. The first
     speed is at most v_start and the last at most v_end; a v_start that the limits ahead
     cannot absorb is clipped (compare v[0] with v_start to see that the vehicle must brake
@@ -219,6 +220,11 @@ def speed_profile(s: ArrayLike, curvature: ArrayLike, v_max: float, a_lat_max: f
     v_end = _non_negative("v_end", v_end)
     with np.errstate(divide="ignore", over="ignore"):  # k = 0 or tiny: no limit
         cap = np.minimum(v_max, np.sqrt(a_lat_max / np.abs(k))) ** 2
+    if v_cap is not None:
+        limit = _samples("v_cap", v_cap, allow_inf=True)
+        if limit.shape != s_arr.shape or np.any(limit < 0.0):
+            raise ValueError(f"v_cap must be {s_arr.shape} speeds >= 0, got {limit.shape}")
+        cap = np.minimum(cap, limit**2)
     cap[0] = min(cap[0], v_start**2)
     cap[-1] = min(cap[-1], v_end**2)
     forward = np.minimum.accumulate(cap - 2.0 * a_accel * s_arr) + 2.0 * a_accel * s_arr
