@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
-import threading
-import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,48 +25,30 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleetbus.bus.config import BusConfig
-from fleetbus.bus.runner import start
 from fleetbus.launch.graph import Graph
-from fleetbus.launch.supervisor import Supervisor
-from fleetbus.missions.report import RunSummary, render_table, summarise, write_run_folder
-from fleetbus.nodes.run_observer import RunObserver
+from fleetbus.launch.mission_run import graph_vehicles, run_missions
+from fleetbus.messages import MissionStatus
+from fleetbus.missions.report import render_table, write_run_folder
 
 ROOT = Path(__file__).resolve().parent.parent
-ENDED = ("completed", "failed")
 
 
-def _cpu_s() -> float:
-    """CPU time of this process and its reaped children (the graph's processes)."""
-    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
-                                                     resource.RUSAGE_CHILDREN))
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def _bars(vehicles: list[str], max_sim_s: float, console: Console) -> tuple[Progress, Callable]:
+    """Mission progress bars per vehicle and one for the sim clock, and their updater."""
+    bars = Progress(TextColumn("{task.description:>8}"), BarColumn(),
+                    TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+                    console=console, transient=False)
+    tasks = {v: bars.add_task(v, total=1, state="starting") for v in vehicles}
+    clock = bars.add_task("sim", total=max_sim_s, state="")
 
+    def update(status: dict[str, MissionStatus | None], sim_s: float) -> None:
+        for vid, s in status.items():
+            if s is not None:
+                bars.update(tasks[vid], total=max(s.waypoints, 1), completed=s.waypoint,
+                            state=f"{s.state} {s.waypoint}/{s.waypoints}")
+        bars.update(clock, completed=min(sim_s, max_sim_s), state=f"{sim_s:6.1f} s")
 
-def _watch(observer: RunObserver, vehicles: list[str], max_sim_s: float,
-           max_wall_s: float, console: Console) -> str:
-    """Mission progress bars until every mission ended; returns why the run stopped."""
-    began = time.monotonic()
-    with Progress(TextColumn("{task.description:>8}"), BarColumn(),
-                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
-                  console=console, transient=False) as bars:
-        tasks = {v: bars.add_task(v, total=1, state="starting") for v in vehicles}
-        clock = bars.add_task("sim", total=max_sim_s, state="")
-        while True:
-            progress = observer.progress()
-            for vid, status in progress.items():
-                if status is not None:
-                    bars.update(tasks[vid], total=max(status.waypoints, 1),
-                                completed=status.waypoint,
-                                state=f"{status.state} {status.waypoint}/{status.waypoints}")
-            sim_s = observer.sim_time_s()
-            bars.update(clock, completed=min(sim_s, max_sim_s), state=f"{sim_s:6.1f} s")
-            if all(s is not None and s.state in ENDED for s in progress.values()):
-                return "every mission ended"
-            if sim_s >= max_sim_s:
-                return f"sim time limit {max_sim_s:.0f} s"
-            if time.monotonic() - began > max_wall_s:
-                return f"wall time limit {max_wall_s:.0f} s"
-            time.sleep(0.5)
+    return bars, update
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,38 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     graph = Graph.load(args.graph, sets=args.set)
-    sim = next(n for n in graph.nodes if n.node_class == "fleetbus.nodes.simulator:Simulator")
-    vehicles = [{"id": v["id"], "type": v["type"]} for v in sim.params["vehicles"]]
+    vehicles = [v["id"] for v in graph_vehicles(graph)]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(args.out) / f"{graph.name}-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["FLEETBUS_RUN_DIR"] = tempfile.mkdtemp(prefix="fleetbus-demo-")
-    config = BusConfig.from_env()
     console.print(f"[bold]{graph.name}[/]: {len(vehicles)} vehicles, {len(graph.nodes)} "
                   f"nodes, lockstep; logs in {folder / 'launch.log'}")
-    cpu0, wall0 = _cpu_s(), time.monotonic()
-    with open(folder / "launch.log", "w") as log:
-        supervisor = Supervisor(graph, config, out=log)
-        runner = threading.Thread(target=supervisor.run, name="launch", daemon=True)
-        runner.start()
-        observer = RunObserver("/_demo_observer", params={"vehicles": vehicles},
-                               config=config)
-        try:
-            with start(observer):
-                why = _watch(observer, [v["id"] for v in vehicles], args.max_sim_s,
-                             args.max_wall_s, console)
-                runs = observer.runs()
-                sim_s = observer.sim_time_s()
-        finally:
-            supervisor.stop()
-            runner.join(60)
-    wall_s = time.monotonic() - wall0
-    summary = RunSummary(
-        vehicles=[summarise(run) for run in runs], graph=graph.name,
-        seed=sim.params.get("seed"),
-        sim_time_s=sim_s, wall_time_s=wall_s,
-        real_time_factor=sim_s / wall_s if wall_s > 0 else float("nan"),
-        cpu_s=_cpu_s() - cpu0, notes=[f"stopped: {why}"])
+    bars, update = _bars(vehicles, args.max_sim_s, console)
+    with open(folder / "launch.log", "w") as log, bars:
+        result = run_missions(graph, BusConfig.from_env(), log, max_sim_s=args.max_sim_s,
+                              max_wall_s=args.max_wall_s, progress=update)
+    summary, runs = result.summary, result.runs
     written = write_run_folder(folder, summary, runs)
     console.print(render_table(summary))
     for kind, path in written.items():
