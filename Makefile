@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.launch_time
 	$(PY) -m benchmarks.sim_rtf
 	$(PY) -m benchmarks.sim_rtf --processes
+	$(PY) -m benchmarks.fleet_rtf
 	$(PY) -m benchmarks.fusion_cpu
 
 bench-check: $(STAMP)

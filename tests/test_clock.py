@@ -90,3 +90,44 @@ def test_sim_clock_in_another_process(bus):
     barrier(listener)
     assert [n for n, _ in got] == [0, 1, 2, 3, 4]
     assert [header.source_stamp_ns for _, header in got] == [100 * MS * i for i in range(1, 6)]
+
+
+def test_a_step_s_messages_all_arrive_before_its_timers_and_none_of_the_next(bus):
+    """A simulator publishes each step's readings on three topics, then the step's
+    /clock, back to back. The sim-time node reads each topic on a socket of its own, so
+    without ordering the /clock can overtake a reading, or the next step's readings the
+    timer: at every timer, the node must have exactly the readings stamped up to now."""
+    steps, topics = 300, ("/a", "/b", "/c")
+
+    def source_setup(node):
+        node.pubs = [node.publisher(t, Text) for t in topics]
+        node.clock_pub = node.publisher("/clock", Clock)
+
+    source = bus.node("simulator", source_setup)
+
+    def setup(node):
+        node.got = {t: [] for t in topics}
+        node.seen_at_timer = []
+        for t in topics:
+            node.subscribe(t, Text, lambda m, t=t: node.got[t].append(m.n), depth=10000)
+        node.timer(0.01, lambda: node.seen_at_timer.append(
+            (node.now_ns(), tuple(max(node.got[t], default=-1) for t in topics))))
+
+    sim = bus.node("follower", setup, config=BusConfig.from_env(clock="sim"))
+    wait_until(lambda: all(p.subscribers >= 1 for p in source.pubs)
+               and source.clock_pub.subscribers >= 1 + len(topics), what="the follower's links")
+
+    def publish_all():
+        for k in range(1, steps + 1):
+            for pub in source.pubs:
+                for _ in range(5):  # several readings per step
+                    pub.publish(Text(n=k))
+            source.clock_pub.publish(Clock(stamp_ns=k * 10 * MS))
+
+    run_on(source, publish_all)
+    wait_until(lambda: sim.now_ns() == steps * 10 * MS, what="the last step")
+    barrier(sim)
+    assert [t for t, _ in sim.seen_at_timer] == [k * 10 * MS for k in range(1, steps + 1)]
+    for stamp, latest in sim.seen_at_timer:
+        k = stamp // (10 * MS)
+        assert latest == (k, k, k), f"at step {k} the timer saw readings up to {latest}"

@@ -229,7 +229,7 @@ def test_max_age_drops_stale_messages(bus):
 
 
 def test_a_node_subclass_may_not_replace_the_bus_machinery():
-    with pytest.raises(TypeError, match=r"Clashing redefines Node's private \['_on_clock'\]"):
+    with pytest.raises(TypeError, match=r"Clashing redefines Node's private \['_clock_mark'\]"):
         class Clashing(fleetbus.Node):
-            def _on_clock(self) -> None:  # a controller's tick, named like the clock handler
+            def _clock_mark(self) -> None:  # named like the sim clock's machinery
                 pass

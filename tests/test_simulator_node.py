@@ -230,9 +230,12 @@ def test_a_declined_tick_answers_the_lockstep_like_a_command(bus):
     clock: list[Clock] = []
     bus.node("rec", lambda n: n.subscribe("/clock", Clock, clock.append))
     # the decliner links to /car1/control, not /car1/cmd: the simulator starts once its
-    # command subscription sees a publisher, so give it one that stays silent
-    bus.node("silent", lambda n: setattr(n, "pub", n.publisher("/car1/cmd", CarCommand)))
+    # command subscription sees a publisher, so give it one that stays silent -- once the
+    # decliner's link is up, or its first answer could go nowhere
     bus.start(Decliner("decliner", config=BusConfig.from_env(clock="sim")))
+    control = next(s for s in sim._subscriptions if s.topic == "/car1/control")
+    wait_until(lambda: control.publishers, what="the decliner's link")
+    bus.node("silent", lambda n: setattr(n, "pub", n.publisher("/car1/cmd", CarCommand)))
     wait_until(lambda: clock and clock[-1].stamp_ns >= 2_000_000_000, timeout=60,
                what="2 s of sim time without a command")
     assert sim.lockstep_timeouts == 0  # every step was answered, none waited out

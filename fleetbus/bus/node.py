@@ -50,7 +50,7 @@ from fleetbus.bus.services import (
 )
 from fleetbus.bus.timers import Timer, TimerQueue
 from fleetbus.messages.base import Message, lookup_type
-from fleetbus.messages.codec import Codec
+from fleetbus.messages.codec import Codec, DecodeError
 
 M = TypeVar("M", bound=Message)
 Req = TypeVar("Req", bound=Message)
@@ -82,7 +82,7 @@ class Node:
     """Frames larger than this are rejected and counted."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        # A subclass method named like one of the base's private ones (_on_clock, _tick,
+        # A subclass method named like one of the base's private ones (_clock_mark, _count,
         # _watch, ...) silently replaces the bus's own machinery: refuse it by name.
         super().__init_subclass__(**kwargs)
         clashes = sorted(name for name in vars(cls) if name.startswith("_")
@@ -193,6 +193,8 @@ class Node:
         sub = Subscription(
             self, self.resolve(topic), msg_type, callback, depth, conflate, max_age
         )
+        if self.clock.is_sim:
+            sub.follow_sim_clock()
         self._subscriptions.append(sub)
         self._watch(sub.socket, sub._on_readable)
         self._dirty = True
@@ -393,7 +395,10 @@ class Node:
         if isinstance(self.clock, SimClock):
             from fleetbus.messages.system import Clock
 
-            self.subscribe(CLOCK_TOPIC, Clock, self._on_clock, conflate=True)
+            self._clock_codec = Codec(Clock)
+            # the clock moves in _clock_mark, once every socket has read up to it
+            self._clock_sub = self.subscribe(CLOCK_TOPIC, Clock, lambda msg: None,
+                                             conflate=True)
 
     def _loop(self) -> None:
         next_heartbeat = time.monotonic()
@@ -593,10 +598,38 @@ class Node:
                 self._count("service_error", body[0].decode(errors="replace"))
             self._router.send_multipart([route, call_id, status, *body])
 
-    def _on_clock(self, msg: Any) -> None:
+    def _clock_stamp(self, payload: Any) -> int | None:
+        """The stamp of a /clock frame's payload (None, counted, if it is not a Clock)."""
+        try:
+            return int(self._clock_codec.decode(payload, []).stamp_ns)
+        except (DecodeError, AttributeError, TypeError, ValueError) as exc:
+            self._count("rejected_frame", f"{CLOCK_TOPIC}: rejected undecodable clock ({exc})")
+            return None
+
+    def _clock_mark(self, sub: Subscription, stamp_ns: int) -> None:
+        """Sim time moves to the least /clock that every socket hearing /clock has read up
+        to. Each socket stops (parks) at a /clock, and all resume once the node's time has
+        reached it and its timers have run: a step's messages then always come before the
+        step's timers, and never the next step's, however the sockets' deliveries
+        interleave. That is what makes a lockstep run repeat exactly."""
         assert isinstance(self.clock, SimClock)
-        if not self.clock.set(msg.stamp_ns):
-            self._count("clock_backwards", f"/clock went back to {msg.stamp_ns} ns; ignored")
+        sub.clock_mark_ns = stamp_ns
+        sub.parked = True
+        self._poller.unregister(sub.socket)
+        # The sockets linked to a publisher of /clock take part; one that has not read a
+        # /clock yet holds the time where it is (its link is new: the latched /clock is
+        # on its way, or the first step's readings are).
+        clocks = set(self._clock_sub._connected)
+        marks = [s.clock_mark_ns for s in self._subscriptions
+                 if s is self._clock_sub or clocks.intersection(s._connected)]
+        if None in marks:
+            return
+        now = max(min(marks), self.clock.now_ns())  # a newcomer may start behind
+        self.clock.set(now)
+        for s in self._subscriptions:
+            if s.parked and s.clock_mark_ns is not None and s.clock_mark_ns <= now:
+                s.parked = False
+                self._poller.register(s.socket, zmq.POLLIN)
 
     def _run_callback(self, callback: Callable[..., Any], msg: Any, where: str) -> None:
         try:

@@ -15,6 +15,7 @@ import msgspec
 import zmq
 
 from fleetbus.bus import protocol as p
+from fleetbus.bus.clock import CLOCK_TOPIC
 from fleetbus.bus.wire import HEADER_DECODER, HEADER_ENCODER, FrameHeader, topic_frame
 from fleetbus.messages.base import Message
 from fleetbus.messages.codec import Codec, DecodeError, to_builtins
@@ -34,6 +35,7 @@ VANISHED_LINGER_S = 5.0
 """How long a link to a publisher the registry no longer lists is kept. A node whose
 loop is blocked (a long solve) misses heartbeats and expires from the registry while
 alive; its subscribers keep the link and lose nothing if it comes back in time."""
+CLOCK_FRAME = topic_frame(CLOCK_TOPIC)
 ANY_TYPE = "*"  # type name a subscription of any type registers (schema hash 0)
 
 
@@ -198,6 +200,19 @@ class Subscription(Generic[M]):
         # No ZMQ_MAXMSGSIZE: over it, ZeroMQ silently drops the connection (and the
         # messages sent until it is back) instead of counting; _deliver checks the size.
         self.socket.setsockopt(zmq.SUBSCRIBE, topic_frame(topic))
+        # Sim time (see Node._clock_mark): the last /clock read on this socket, and
+        # whether the socket waits for the node's time to catch up with it.
+        self.clock_mark_ns: int | None = None
+        self.parked = False
+        self._in_sim_time = False
+
+    def follow_sim_clock(self) -> None:
+        """Receive /clock on this socket too, in order with the topic's messages: a
+        publisher of both (the simulator) sends its readings for a step before the step's
+        /clock, so once the /clock is read, every reading before it has been."""
+        self._in_sim_time = True
+        if self.topic != CLOCK_TOPIC:
+            self.socket.setsockopt(zmq.SUBSCRIBE, CLOCK_FRAME)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -267,6 +282,8 @@ class Subscription(Generic[M]):
     # -- receiving --------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        if self._in_sim_time:
+            return self._read_to_clock()
         sock = self.socket
         batch = []
         # Ask EVENTS before each further read instead of reading until zmq.Again: pyzmq's
@@ -286,6 +303,44 @@ class Subscription(Generic[M]):
             batch = batch[-1:]
         for frames in batch:
             self._deliver(frames)
+
+    def _read_to_clock(self) -> None:
+        """Deliver the messages up to the next new /clock on the socket, then hand that
+        time to the node, which parks the socket until its own time has caught up: the
+        messages after it belong to a later step and must not overtake its timers."""
+        sock = self.socket
+        batch: list[Any] = []
+        mark = None
+        try:
+            while len(batch) < RECV_BATCH:
+                frames = sock.recv_multipart(_NOBLOCK, copy=self._copy)
+                if len(frames) >= 3 and bytes(frames[0]) == CLOCK_FRAME:
+                    stamp = self._node._clock_stamp(frames[2])
+                    if stamp is not None and (self.clock_mark_ns is None
+                                              or stamp > self.clock_mark_ns):
+                        if self.topic == CLOCK_TOPIC:
+                            batch.append(frames)
+                        mark = stamp
+                        break
+                    if stamp is not None and stamp < self.clock_mark_ns and (
+                            self.topic == CLOCK_TOPIC):  # counted once, not per socket
+                        self._node._count("clock_backwards", f"/clock went back to {stamp} "
+                                          "ns; ignored")
+                    continue  # a latched /clock re-sent to a newcomer, or garbage
+                batch.append(frames)
+                if not sock.get(_EVENTS) & _POLLIN:
+                    break
+        except zmq.Again:
+            pass
+        if self.conflate and len(batch) > 1:
+            self.conflated += len(batch) - 1
+            for frames in batch[:-1]:
+                self._skip(frames)
+            batch = batch[-1:]
+        for frames in batch:
+            self._deliver(frames)
+        if mark is not None:
+            self._node._clock_mark(self, mark)
 
     def _skip(self, frames: list[Any]) -> None:
         """A message replaced by a newer one (conflation) was not lost: account for its

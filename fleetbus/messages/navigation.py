@@ -137,8 +137,7 @@ class MissionCommand(Message):
 
 
 class MissionStatus(Message):
-    """Where a vehicle's mission stands, from its mission manager (latched, on change and
-    at 1 Hz)."""
+    """Where a vehicle's mission stands, from its mission manager (latched, every step)."""
 
     __msgtype__ = "fleetbus/MissionStatus"
     header: Header = msgspec.field(default_factory=Header)
@@ -150,3 +149,6 @@ class MissionStatus(Message):
     waypoints: int = 0  # how many the mission has (the way home not counted)
     distance_to_waypoint_m: float = float("inf")  # m, horizontal; inf without an estimate
     message: str = ""  # why, for the failed and failsafe states
+    # the stamp of the last Mission sent to the planner (0: none): a controller follows
+    # the path of at least this stamp, and waits for it in lockstep
+    plan_stamp_ns: int = 0

@@ -20,9 +20,14 @@ Parameters: `vehicle_id`, `vehicle_type`, `model` (the vehicle's model parameter
 simulator takes them), `rate_hz`, `budget_margin_s` (the solve budget is the control
 period minus this), `stale_after_s`, `solver` (fatrop | ipopt), `horizon`, `jit`,
 `trigger` (clock: tick on the node's clock; estimate: tick on the first estimate of each
-period, at its stamp -- what a lockstep run wants, see `_on_odometry`).
+period, at its stamp -- what a lockstep run wants, see fleetbus.nodes.ticking), `await`
+(inputs a tick waits for at its own stamp: geofence_status, mission_status; with
+mission_status, a tick after the mission manager sent a new plan waits, `ready: false`,
+for the planner's path of that plan). On sim time a solve has no deadline: the world
+waits for it, and a lockstep run then does not depend on the machine's load.
 Topics: `/<id>/path` (Path, latched), `/<id>/corridor` (Corridor, latched),
-`/<id>/odometry` and `/<id>/geofence_status` in (an empty path: hold where it is);
+`/<id>/odometry`, `/<id>/geofence_status` and `/<id>/mission_status` in (an empty path:
+hold where it is);
 `/<id>/cmd` (latched),
 `/<id>/control` (Diagnostic, every period: the solve, or `command: none` and why),
 `/diagnostics` (1 Hz) and `/events` out.
@@ -46,14 +51,17 @@ from fleetbus.messages import (
     Diagnostic,
     GeofenceStatus,
     Header,
+    MissionStatus,
     Odometry,
     Path,
 )
 from fleetbus.nodes.conversions import COMMANDS, command_message
+from fleetbus.nodes.ticking import StepTicker
 from fleetbus.nodes.vehicle_node import VehicleNode
 from fleetbus.sim_bridge.vehicles import make_model
 
 PATH_DONE_M = 0.5  # the path is complete when this little of it is left
+SIM_TIME_BUDGET_S = 60.0  # on sim time no solve is late; a hung one is still caught
 
 
 class ControllerNode(VehicleNode):
@@ -68,7 +76,8 @@ class ControllerNode(VehicleNode):
         overrides = {"solver": self.param("solver", "fatrop", "fatrop | ipopt").value,
                      "horizon": int(self.param("horizon", 20, "MPC steps").value),
                      "jit": bool(self.param("jit", True, "compile the solver to C").value),
-                     "budget_s": max(1.0 / rate - margin, 1e-3)}
+                     "budget_s": SIM_TIME_BUDGET_S if self.clock.is_sim else max(
+                         1.0 / rate - margin, 1e-3)}
         if overrides["solver"] not in ("fatrop", "ipopt"):
             raise ValueError(f"controller: solver must be fatrop or ipopt, got "
                              f"{overrides['solver']!r}")
@@ -90,14 +99,20 @@ class ControllerNode(VehicleNode):
                                       latched=True)
         self.control = self.publisher(f"/{self.vehicle}/control", Diagnostic)
         self.diagnostics = self.publisher("/diagnostics", Diagnostic, depth=100)
-        self.period_ns = round(1e9 / rate)
-        self.trigger = self.param("trigger", "clock", "clock: tick on the clock | estimate: "
-                                  "tick on the first estimate of each period").value
-        if self.trigger not in ("clock", "estimate"):
-            raise ValueError(f"controller: trigger must be clock or estimate, got "
-                             f"{self.trigger!r}")
-        self.next_tick_ns = -1  # estimate trigger: the first estimate at or after this
-        self.timer(1.0 / rate, self._clock_tick)
+        self.plan_stamp_ns = 0  # the mission manager's last plan: its path is awaited
+        self.held_ns: int | None = None  # a tick held for that path
+        awaited = self.param("await", [], "inputs a tick waits for at its stamp: "
+                             "geofence_status, mission_status").value
+        if set(awaited) - {"geofence_status", "mission_status"}:
+            raise ValueError(f"{self.name}: can await geofence_status and mission_status, "
+                             f"got {awaited}")
+        if "mission_status" in awaited:
+            self.subscribe(f"/{self.vehicle}/mission_status", MissionStatus,
+                           self._on_mission_status)
+        self.ticker = StepTicker(self, rate, lambda ns: self._tick(ns * 1e-9),
+                                 self.param("trigger", "clock", "clock | estimate: tick on "
+                                            "the first estimate of each period").value,
+                                 awaited)
         self.timer(1.0, self._diagnose)
 
     def _build(self) -> None:
@@ -113,21 +128,19 @@ class ControllerNode(VehicleNode):
 
     def _on_odometry(self, msg: Odometry) -> None:
         self.estimate = self.read_estimate(msg)
-        stamp_ns = msg.header.stamp_ns
-        if self.trigger == "estimate" and self.estimate is not None and (
-                stamp_ns >= self.next_tick_ns):
-            # the period's tick runs on exactly this estimate, at its time: in lockstep
-            # the command then depends on the sensors alone, not on which thread ran
-            # first (a clock tick could see the previous estimate)
-            self.next_tick_ns = (stamp_ns // self.period_ns + 1) * self.period_ns
-            self._tick(stamp_ns / 1e9)
+        if self.estimate is not None:
+            stamp_ns = msg.header.stamp_ns
+            self.ticker.estimate(stamp_ns)
+            if self.ticker.pending_ns == stamp_ns:
+                # its inputs are late (a node still starting): a lockstep world waits for
+                # them rather than step on without the guard's or the mission's word
+                self.tick_s = stamp_ns * 1e-9
+                self._decline(f"waiting for {', '.join(self.ticker.waiting_for())}",
+                              ready=False)
 
-    def _clock_tick(self) -> None:
-        """The clock's tick; with the estimate trigger only while no estimate comes (the
-        estimator not ready yet, or gone): the tick then declines, so a lockstep world
-        is not held up waiting for a command that cannot come."""
-        if self.trigger == "clock" or self.now_ns() >= self.next_tick_ns + self.period_ns:
-            self._tick()
+    def _on_mission_status(self, msg: MissionStatus) -> None:
+        self.plan_stamp_ns = max(self.plan_stamp_ns, msg.plan_stamp_ns)
+        self.ticker.arrived("mission_status", msg.header.stamp_ns)
 
     def _on_path(self, msg: Path) -> None:
         self.path = msg
@@ -145,6 +158,8 @@ class ControllerNode(VehicleNode):
             self.warned.discard("guard")
             self._load_route()  # start afresh from where the failsafe left the vehicle
         self.failsafe = msg.failsafe
+        if "geofence_status" in self.ticker.latest:
+            self.ticker.arrived("geofence_status", msg.header.stamp_ns)
 
     def _load_route(self) -> None:
         """Follow the path once its corridor (same stamp) is here too."""
@@ -155,6 +170,7 @@ class ControllerNode(VehicleNode):
         if not path.poses:  # the planner's "stay where you are"
             controller.follow(None)
             self.vehicle_event("path_following", "info", "holding: the path is empty")
+            self._release()
             return
         dims = 3 if self.kind == "quadrotor" else 2
         points = [[p.position.x, p.position.y, p.position.z][:dims] for p in path.poses]
@@ -169,11 +185,13 @@ class ControllerNode(VehicleNode):
             self._count("invalid_path", f"/{self.vehicle}/path rejected: {exc}")
             self.vehicle_event("invalid_path", "error", f"path rejected: {exc}")
             controller.follow(None)
+            self._release()
             return
         controller.follow(reference, (corridor.floor_m, corridor.ceiling_m))
         self.warned.discard("done")
         self.vehicle_event("path_following", "info", f"following a {reference.length_m:.1f} m "
                            f"path in {len(cells)} corridor cells")
+        self._release()
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -193,6 +211,12 @@ class ControllerNode(VehicleNode):
         if self.failsafe != "none":
             self._decline(f"the geofence guard's {self.failsafe} is in charge")
             return
+        if self.plan_stamp_ns > 0 and self._path_stamp() < self.plan_stamp_ns:
+            # the mission manager has sent the planner a new plan: the old path no longer
+            # holds, and a lockstep world waits (ready: false) until the new one is here
+            self.held_ns = round(now * 1e9)
+            self._decline("waiting for the planner's path", ready=False)
+            return
         x = model_state(self.kind, est)
         u_last = self.u_last if self.u_last is not None else np.asarray(
             controller.mpc.vehicle.u_ref)
@@ -203,6 +227,21 @@ class ControllerNode(VehicleNode):
         self._report(result)
         if controller.mpc.hung:
             self._replace_hung_solver()
+
+    def _path_stamp(self) -> int:
+        """The stamp of the route being followed (-1 before the first)."""
+        path, corridor = self.path, self.corridor
+        if path is None or corridor is None or path.header.stamp_ns != corridor.header.stamp_ns:
+            return -1
+        return path.header.stamp_ns
+
+    def _release(self) -> None:
+        """A new route is loaded: run the tick held for it, if any."""
+        held, self.held_ns = self.held_ns, None
+        if held is not None and self._path_stamp() >= self.plan_stamp_ns:
+            self._tick(held * 1e-9)
+        elif held is not None:
+            self.held_ns = held
 
     def _replace_hung_solver(self) -> None:
         """A solve that never returned leaves its thread spinning and the solver unusable:

@@ -8,7 +8,8 @@ as autopilots' estimators do), `sensors` ({sensor: {gate_probability, delay_s,
 reinit_after}}) and the WGS84 origin of the local ENU frame (`origin_lat_deg`,
 `origin_lon_deg`, `origin_alt_m`, the simulator's by default).
 Topics: `/<id>/imu` (drones and cars), `/<id>/gnss`, `/<id>/heading`, and `/<id>/baro`,
-`/<id>/wheel_speed` or `/<id>/speed_log` in; `/<id>/odometry` and `/diagnostics` out.
+`/<id>/wheel_speed` or `/<id>/speed_log` in; `/<id>/odometry`, `/<id>/odometry_unready`
+(at each output time until the filter is ready) and `/diagnostics` out.
 """
 
 from __future__ import annotations
@@ -83,12 +84,15 @@ class FusionNode(Node):
             "speed_log": (SpeedLog, lambda m: ([m.surge_mps, m.sway_mps],
                                                np.eye(2) * m.variance)),
         }
+        self.rank = {sensor: k for k, sensor in enumerate(SENSORS[kind])}
+        self.inbox: list[tuple[float, int, str, Any, Any]] = []  # fused at the next output
         for sensor in SENSORS[kind]:
             msg_type, read = readers[sensor]
             self.subscribe(f"/{self.vehicle}/{sensor}", msg_type,
                            lambda msg, s=sensor, r=read: self._on_reading(s, r, msg),
                            depth=1000)
         self.odometry = self.publisher(f"/{self.vehicle}/odometry", Odometry)
+        self.unready = self.publisher(f"/{self.vehicle}/odometry_unready", Diagnostic)
         self.diagnostics = self.publisher("/diagnostics", Diagnostic, depth=100)
         self.timer(1.0 / self.param("output_rate_hz", 50.0).value, self._publish)
         self.timer(1.0 / self.param("diagnostics_rate_hz", 1.0).value, self._diagnose)
@@ -115,13 +119,28 @@ class FusionNode(Node):
             if averaged is None:
                 return
             stamp, z, R = averaged
-        try:
-            self.fusion.add(sensor, stamp, z, R)
-        except MeasurementError as exc:
-            self._count("invalid_measurement", f"/{self.vehicle}/{sensor}: {exc}")
+        self.inbox.append((stamp, self.rank[sensor], sensor, z, R))
+
+    def _fuse_inbox(self) -> None:
+        """Fuse the readings received since the last output, in stamp order (ties in the
+        sensors' order). Each sensor has its own socket, so their readings arrive in any
+        interleaving; fused as they came, the filter's start and its updates would depend
+        on it, and a lockstep run would not repeat."""
+        inbox, self.inbox = sorted(self.inbox, key=lambda r: r[:2]), []
+        for stamp, _, sensor, z, R in inbox:
+            try:
+                self.fusion.add(sensor, stamp, z, R)
+            except MeasurementError as exc:
+                self._count("invalid_measurement", f"/{self.vehicle}/{sensor}: {exc}")
 
     def _publish(self) -> None:
+        self._fuse_inbox()
         if not self.fusion.ready:
+            # said at each output time, so that a node stepping on the estimates knows
+            # at once that none is coming for this instant (see fleetbus.nodes.ticking)
+            self.unready.publish(Diagnostic(header=Header(stamp_ns=self.now_ns()),
+                                            name=f"fusion/{self.vehicle}", level="warn",
+                                            message="not ready: waiting for GNSS and heading"))
             return
         est = self.fusion.estimate_at(self.now())
         p, q, v, w = est.position, est.orientation, est.velocity_body, est.angular_body

@@ -24,7 +24,8 @@ simulator takes them), `radius_m`, `decel_mps2` (for the stopping distance), `k_
 `horizon_s`, `rate_hz`, `reaction_s` (decision to action; two ticks by default; radius,
 deceleration and k default to the vehicle type's planning envelope),
 `stale_after_s`, `home` ([x, y, z]; the first estimate when
-empty), `geofence_topic`.
+empty), `geofence_topic`, `trigger` (clock: tick on the node's clock | estimate: on the
+estimates' stamps, for lockstep runs; see fleetbus.nodes.ticking).
 Topics: `/geofence` (Geofence, latched) and `/<id>/odometry` in; `/<id>/geofence_status`,
 `/<id>/cmd_failsafe` and `/events` out.
 """
@@ -46,6 +47,7 @@ from fleetbus.nodes.conversions import (
     command_message,
     fence_from_msg,
 )
+from fleetbus.nodes.ticking import StepTicker
 from fleetbus.nodes.vehicle_node import VehicleNode
 from fleetbus.planners import Geofence, GeofenceError, VisibilityPlanner, Zone
 from fleetbus.planners.envelope import ENVELOPES
@@ -90,7 +92,9 @@ class GeofenceGuard(VehicleNode):
         self.reaction = float(self.param("reaction_s", 2.0 / rate, "from a decision to the "
                                          "vehicle acting on it: a tick and a control "
                                          "period").value)
-        self.timer(1.0 / rate, self._tick)
+        self.tick_ns = 0
+        self.ticker = StepTicker(self, rate, self._tick,
+                                 self.param("trigger", "clock", "clock | estimate").value)
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -100,9 +104,12 @@ class GeofenceGuard(VehicleNode):
         except GeofenceError as exc:  # keep guarding with the fence we had
             self._count("invalid_geofence", f"/geofence rejected: {exc}")
             self._event("invalid_geofence", "error", f"geofence rejected: {exc}")
+            return
+        self.ticker.retry()
 
     def _on_odometry(self, msg: Odometry) -> None:
-        self.take_estimate(msg)
+        if self.take_estimate(msg) is not None:
+            self.ticker.estimate(msg.header.stamp_ns)
 
     def _reset(self, request: String) -> String:
         previous = self.failsafe.action if self.failsafe else "none"
@@ -114,13 +121,18 @@ class GeofenceGuard(VehicleNode):
 
     # -- the guard ----------------------------------------------------------------------
 
-    def _tick(self) -> None:
+    def _tick(self, stamp_ns: int) -> None:
+        self.tick_ns = stamp_ns
+        now = stamp_ns * 1e-9
         est, fence = self.estimate, self.fence
+        if fence is None and est is not None:
+            self.ticker.hold(stamp_ns)  # judged once the fence is here
+            return
         if fence is None or est is None:
             return
-        if self.now() - est.stamp_s > self.stale_after:
+        if now - est.stamp_s > self.stale_after:
             self._once("stale", "estimate_stale", "error", f"no fresh estimate for "
-                       f"{self.now() - est.stamp_s:.2f} s: not acting on it")
+                       f"{now - est.stamp_s:.2f} s: not acting on it")
             return
         self.warned.discard("stale")
         p = self._point(est.position)
@@ -130,7 +142,7 @@ class GeofenceGuard(VehicleNode):
         static_margin = self.radius + self.k_sigma * sigma
         # Until a command of ours takes hold the vehicle keeps going: the estimate's age,
         # then up to one tick of ours and one control period of the vehicle.
-        lag = max(self.now() - est.stamp_s, 0.0) + self.reaction
+        lag = max(now - est.stamp_s, 0.0) + self.reaction
         margin = static_margin + speed * lag + speed**2 / (2 * self.decel)
         distance = float(fence.signed_distance(p[None])[0])
         ttb = fence.time_to_breach(p, v, self.horizon)
@@ -145,7 +157,7 @@ class GeofenceGuard(VehicleNode):
             self.warned.discard("breach")
         self._command(est)
         self.status.publish(GeofenceStatus(
-            header=Header(stamp_ns=self.now_ns(), frame_id="map"), vehicle_id=self.vehicle,
+            header=Header(stamp_ns=stamp_ns, frame_id="map"), vehicle_id=self.vehicle,
             inside=inside, signed_distance_m=distance, margin_m=margin, time_to_breach_s=ttb,
             zone_id=zone.zone_id if zone else (self.failsafe.zone.zone_id if self.failsafe
                                                else ""),
@@ -225,7 +237,7 @@ class GeofenceGuard(VehicleNode):
         target = fs.target if len(fs.target) == 3 or self.kind != "quadrotor" else np.array(
             [*fs.target, est.position[2]])
         u = safe_command(self.kind, self.model, est, action, target)
-        self.command.publish(command_message(self.kind, u, self.now_ns()))
+        self.command.publish(command_message(self.kind, u, self.tick_ns))
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -23,17 +23,20 @@ Orders (`/<id>/mission_command`): start (from the first waypoint when idle, comp
 failed; as resume while holding, returning or landing), resume (the remaining waypoints),
 hold, return, land. Each one is answered with an event saying whether it was carried out.
 
-Every time is the bus clock's (sim time in a simulation, so lockstep runs reproduce); the
-hold at a waypoint is timed by the estimates' stamps.
+The manager works in steps (fleetbus.nodes.ticking): on its clock, or with `trigger:
+estimate` on the estimates' stamps, once the inputs it awaits (the guard's status) have
+arrived for the same instant. Every decision and stamp is at a step's time, so a lockstep
+run repeats exactly; the hold at a waypoint is timed by the estimates' stamps.
 
 Parameters: `vehicle_id`, `vehicle_type`, `mission` (GeoJSON file, relative to the working
 directory) or `waypoints` (inline ENU list of {x, y, z, speed_mps, acceptance_radius_m,
 hold_s, yaw_rad}): exactly one; `return_home` (default: the file's, else false),
 `geofence_topic` (/geofence), `start_delay_s` (0), `timeout_s` (0: none; sim seconds from
-the start), `autostart` (true).
+the start), `autostart` (true), `rate_hz` (10), `trigger` (clock | estimate), `await`
+([geofence_status] or []).
 Topics: `/<id>/odometry`, `/<id>/geofence_status`, `/<id>/mission_command` and the
 geofence (GeoJSON missions only) in; `/<id>/mission` (Mission, latched),
-`/<id>/mission_status` (MissionStatus, latched, on change and at 1 Hz) and `/events`
+`/<id>/mission_status` (MissionStatus, latched, every step) and `/events`
 (kind "mission", data["event"] saying what happened) out.
 """
 
@@ -58,9 +61,9 @@ from fleetbus.messages import (
 )
 from fleetbus.missions import GeoMission, MissionError, MissionTracker, enu_mission, read_mission
 from fleetbus.nodes.conversions import COMMANDS
+from fleetbus.nodes.ticking import StepTicker
 from fleetbus.nodes.vehicle_node import VehicleNode
 
-STATUS_PERIOD_S = 1.0
 # What the vehicle is doing (the manager's mode) as MissionStatus states; "mission" is
 # "returning" on the way home, and any mode is "failsafe" while the guard has the vehicle.
 STATES = {"idle": "idle", "mission": "active", "hold": "holding", "return": "returning",
@@ -101,13 +104,22 @@ class MissionManager(VehicleNode):
                                  "mission").value
         if self.geo is not None:  # an inline mission is in ENU already
             self.subscribe(fence_topic, GeofenceMsg, self._on_fence)
-        self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry, conflate=True)
+        self.guard: GeofenceStatus | None = None  # the guard's latest, taken at a step
+        self.time_ns = 0  # the step's time: every decision and stamp is at a step's time
+        self.plan_stamp_ns = 0  # the last Mission's stamp
+        self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry)
         self.subscribe(f"/{self.vehicle}/geofence_status", GeofenceStatus, self._on_guard)
         self.subscribe(f"/{self.vehicle}/mission_command", MissionCommand, self._on_command)
         self.plan = self.publisher(f"/{self.vehicle}/mission", Mission, latched=True)
         self.status = self.publisher(f"/{self.vehicle}/mission_status", MissionStatus,
                                      latched=True)
-        self.timer(STATUS_PERIOD_S, self._tick)
+        awaited = self.param("await", [], "inputs a step waits for at its stamp: "
+                             "[geofence_status] or []").value
+        if set(awaited) - {"geofence_status"}:
+            raise ValueError(f"{self.name}: can await geofence_status only, got {awaited}")
+        self.ticker = StepTicker(self, float(self.param("rate_hz", 10.0).value), self._tick,
+                                 self.param("trigger", "clock", "clock | estimate").value,
+                                 awaited)
         self._publish_status()
 
     def _load(self, path: str, inline: list) -> tuple[GeoMission | None, Mission | None]:
@@ -144,19 +156,35 @@ class MissionManager(VehicleNode):
             return
         mission.vehicle_id, mission.return_home = self.vehicle, self.return_home
         self.origin, self.mission = origin, mission
-        self._step()
-        self._publish_status()
+        if self.ticker.pending_ns is not None:
+            self.ticker.retry()
+        else:
+            self._step()
+            self._publish_status()
 
     def _on_odometry(self, msg: Odometry) -> None:
-        if self.take_estimate(msg) is None:
+        estimate = self.take_estimate(msg)
+        if estimate is None:
             return
         if math.isnan(self.first_estimate_s):
-            self.first_estimate_s = self.now()
-        self._step()
-        self._publish_status()
+            self.first_estimate_s = estimate.stamp_s
+        if self.ticker.trigger == "clock":
+            self._tick(self.now_ns())  # at once: no step to wait for
+        else:
+            self.ticker.estimate(msg.header.stamp_ns)
 
     def _on_guard(self, msg: GeofenceStatus) -> None:
-        if msg.failsafe == self.failsafe:
+        self.guard = msg
+        if "geofence_status" in self.ticker.latest:
+            self.ticker.arrived("geofence_status", msg.header.stamp_ns)
+        else:  # nothing waits for it: act on it now
+            self._take_guard()
+            self._publish_status()
+
+    def _take_guard(self) -> None:
+        """The guard's latest status, as of this step: has it taken or let go?"""
+        msg = self.guard
+        if msg is None or msg.failsafe == self.failsafe:
             return
         previous, self.failsafe = self.failsafe, msg.failsafe
         if msg.failsafe == "none":
@@ -171,7 +199,6 @@ class MissionManager(VehicleNode):
             self._event("failsafe", "warn", f"the geofence guard took the vehicle: "
                         f"{msg.failsafe} for zone {msg.zone_id!r}", action=msg.failsafe,
                         zone_id=msg.zone_id, failsafes=str(self.failsafes))
-        self._publish_status()
 
     def _on_command(self, msg: MissionCommand) -> None:
         if msg.vehicle_id not in ("", self.vehicle):
@@ -188,7 +215,12 @@ class MissionManager(VehicleNode):
                     outcome="refused" if refusal else "accepted")
         self._publish_status()
 
-    def _tick(self) -> None:
+    def _tick(self, stamp_ns: int) -> None:
+        if self.mission is None and self.ticker.trigger == "estimate":
+            self.ticker.hold(stamp_ns)  # a GeoJSON mission waits for the fence to place it
+            return
+        self.time_ns = max(self.time_ns, stamp_ns)
+        self._take_guard()
         self._step()
         self._publish_status(force=True)
 
@@ -196,7 +228,7 @@ class MissionManager(VehicleNode):
 
     def _step(self) -> None:
         """Start when due, fail when late, else follow the progress."""
-        now = self.now()
+        now = self.time_ns * 1e-9
         if self.mode == "idle":
             if self.go and self.mission is not None and self.home is not None and (
                     now >= self.first_estimate_s + self.start_delay):
@@ -215,7 +247,7 @@ class MissionManager(VehicleNode):
 
     def _begin(self) -> None:
         self.tracker = MissionTracker(self.mission, self.home, self.kind == "quadrotor")
-        self.started_s = self.now()
+        self.started_s = self.time_ns * 1e-9
         self._event("started", "info", f"mission {self.mission.mission_id!r} started: "
                     f"{len(self.mission.waypoints)} waypoints"
                     + (", then home" if self.mission.return_home else ""))
@@ -231,7 +263,7 @@ class MissionManager(VehicleNode):
             if step.completed:
                 self.mode, self.note = "completed", ""
                 self._event("completed", "info", f"mission {self.mission.mission_id!r} "
-                            f"completed in {self.now() - self.started_s:.1f} s")
+                            f"completed in {self.time_ns * 1e-9 - self.started_s:.1f} s")
             elif step.new_leg:
                 self._send_leg()
         elif self.mode in ("return", "land") and self.errand.update(
@@ -292,14 +324,16 @@ class MissionManager(VehicleNode):
         self._send(mission_id, [waypoint])
 
     def _send(self, mission_id: str, waypoints: list[Waypoint]) -> None:
-        self.plan.publish(Mission(header=Header(stamp_ns=self.now_ns(), frame_id="map"),
+        self.plan_stamp_ns = self.time_ns
+        self.plan.publish(Mission(header=Header(stamp_ns=self.time_ns, frame_id="map"),
                                   mission_id=mission_id, vehicle_id=self.vehicle,
                                   waypoints=waypoints, return_home=False))
 
     # -- reports ------------------------------------------------------------------------
 
     def _publish_status(self, force: bool = False) -> None:
-        """MissionStatus when anything but the distance changed, or when forced (1 Hz)."""
+        """MissionStatus when anything but the distance changed, or when forced (each
+        step)."""
         state = "failsafe" if self.failsafe != "none" else (
             "returning" if self.mode == "mission" and self.tracker.returning
             else STATES[self.mode])
@@ -312,9 +346,10 @@ class MissionManager(VehicleNode):
             return
         self.last_status = key
         self.status.publish(MissionStatus(
-            header=Header(stamp_ns=self.now_ns(), frame_id="map"), vehicle_id=self.vehicle,
+            header=Header(stamp_ns=self.time_ns, frame_id="map"), vehicle_id=self.vehicle,
             mission_id=self.mission_id, state=state, waypoint=waypoint, waypoints=waypoints,
-            distance_to_waypoint_m=self._distance(), message=message))
+            distance_to_waypoint_m=self._distance(), message=message,
+            plan_stamp_ns=self.plan_stamp_ns))
 
     def _distance(self) -> float:
         follow = self.tracker if self.mode in ("mission", "completed") else self.errand

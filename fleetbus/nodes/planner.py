@@ -1,9 +1,12 @@
 """The planner node: a vehicle's mission and the geofence in, its route and corridor out.
 
-It plans from the vehicle's latest estimate through the mission's waypoints (and back
-home when the mission says so), and plans again when the mission changes or the fence
-changes in a way that touches the route: a new no-go zone away from the route keeps it,
-because it is still the shortest.
+It plans a mission from the vehicle's estimate at the mission's stamp (so a lockstep run
+plans from the same start whenever the message reaches it) through the mission's
+waypoints (and back home when the mission says so), and plans again when the mission
+changes or the fence changes in a way that touches the route: a new no-go zone away
+from the route keeps it, because it is still the shortest. The path and corridor carry
+the stamp of the estimate they start from; a mission that cannot be planned becomes an
+empty path (hold where you are), never the old path left in force.
 
 Parameters: `vehicle_id`, `vehicle_type`, `envelope` (VehicleEnvelope fields; defaults
 per vehicle type below), `vertical_margin_m` (drones: how far above and below the
@@ -16,6 +19,7 @@ and `/events` out.
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from dataclasses import fields, replace
@@ -42,6 +46,8 @@ from fleetbus.planners import GeofenceError
 from fleetbus.planners.envelope import ENVELOPES, VehicleEnvelope
 from fleetbus.planners.route import Route, RoutePlanner
 
+RECENT = 250  # estimates kept: 5 s at the fusion's 50 Hz
+STAMP_TOLERANCE_S = 1e-6  # stamps travel as ns and come back as float seconds
 HOLD_RADIUS_M = 0.5  # goals this close to the vehicle mean "stay here", not a route
 
 class PlannerNode(VehicleNode):
@@ -59,13 +65,18 @@ class PlannerNode(VehicleNode):
         self.estimate: Estimate | None = None
         self.planner: RoutePlanner | None = None
         self.pending = False  # a plan is owed as soon as there is an estimate
+        self.for_mission = False  # the plan owed is for a new mission (not a new fence)
+        # Recent estimates: a mission is planned from the estimate of its own stamp, so
+        # a lockstep run plans from the same start whenever the mission reaches us.
+        self.recent: collections.deque[Estimate] = collections.deque(maxlen=RECENT)
         self.subscribe(self.param("geofence_topic", "/geofence").value, GeofenceMsg,
                        self._on_fence)
         self.subscribe(f"/{self.vehicle}/mission", Mission, self._on_mission)
-        self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry, conflate=True)
+        self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry)
         self.path = self.publisher(f"/{self.vehicle}/path", Path, latched=True)
         self.corridor = self.publisher(f"/{self.vehicle}/corridor", Corridor, latched=True)
         self.plans = 0
+        self.plan_stamp_ns = 0  # the stamp of the estimate the last plan started from
 
     def _on_fence(self, msg: GeofenceMsg) -> None:
         try:
@@ -83,7 +94,7 @@ class PlannerNode(VehicleNode):
             return
         self.fence = fence
         self.planner = None
-        self._request()
+        self._request(for_mission=False)
 
     def _on_mission(self, msg: Mission) -> None:
         if not msg.waypoints:
@@ -91,26 +102,45 @@ class PlannerNode(VehicleNode):
             return
         self.mission = msg
         self.planner = None
-        self._request()
+        self._request(for_mission=True)
 
     def _on_odometry(self, msg: Odometry) -> None:
         estimate = self.read_estimate(msg)
         if estimate is None:
             return
         self.estimate = estimate
+        self.recent.append(estimate)
         if self.pending:
             self._plan()
 
-    def _request(self) -> None:
+    def _request(self, for_mission: bool) -> None:
         self.pending = True
+        self.for_mission = for_mission
         if self.estimate is not None:
             self._plan()
+
+    def _start(self) -> Estimate | None:
+        """The estimate to plan from: for a new mission, that of the mission's own instant
+        (the last at or before its stamp, once a later one shows that none is still to
+        come); else, or for a mission without a stamp, the latest. None: not here yet."""
+        stamp_ns = self.mission.header.stamp_ns if self.for_mission else 0
+        if stamp_ns <= 0:
+            return self.estimate
+        stamp = stamp_ns * 1e-9
+        if not self.recent or self.recent[-1].stamp_s < stamp - STAMP_TOLERANCE_S:
+            return None
+        before = [e for e in self.recent if e.stamp_s <= stamp + STAMP_TOLERANCE_S]
+        return before[-1] if before else self.recent[0]
 
     def _plan(self) -> None:
         if self.fence is None or self.mission is None or self.estimate is None:
             return
+        estimate = self._start()
+        if estimate is None:
+            return
         self.pending = False
-        start = self.estimate.position
+        self.plan_stamp_ns = round(estimate.stamp_s * 1e9)
+        start = estimate.position
         goals = [np.array([w.position.x, w.position.y, w.position.z])
                  for w in self.mission.waypoints]
         if self.mission.return_home:
@@ -127,7 +157,8 @@ class PlannerNode(VehicleNode):
         except GeofenceError as exc:
             self._count("invalid_mission", str(exc))
             self.vehicle_event("plan_failed", "error",
-                               f"mission {self.mission.mission_id!r}: {exc}")
+                               f"mission {self.mission.mission_id!r}: {exc}: holding")
+            self._publish_hold()
             return
         altitude = margin = None
         if drone:
@@ -137,12 +168,13 @@ class PlannerNode(VehicleNode):
         if self.planner is None:
             self.planner = RoutePlanner(self.fence, self.envelope, altitude, margin or 0.0)
         began = time.perf_counter()
-        route = self.planner.plan(start, goals, v_start=float(self.estimate.velocity_body[0]))
+        route = self.planner.plan(start, goals, v_start=float(estimate.velocity_body[0]))
         elapsed_ms = (time.perf_counter() - began) * 1e3
         if not route.ok:
             self._count("plan_failed", route.message)
             self.vehicle_event("plan_failed", "error", f"mission {self.mission.mission_id!r}: "
-                        f"{route.status}: {route.message}")
+                        f"{route.status}: {route.message}: holding")
+            self._publish_hold()
             return
         self.plans += 1
         self._publish(route)
@@ -154,14 +186,14 @@ class PlannerNode(VehicleNode):
 
     def _publish_hold(self) -> None:
         """An empty path (and corridor): the controller stops the vehicle where it is."""
-        header = Header(stamp_ns=self.now_ns(), frame_id="map")
+        header = Header(stamp_ns=self.plan_stamp_ns, frame_id="map")
         self.path.publish(Path(header=header))
         self.corridor.publish(Corridor(header=header))
         self.vehicle_event("planned", "info", f"mission {self.mission.mission_id!r}: "
                            "hold where it is")
 
     def _publish(self, route: Route) -> None:
-        header = Header(stamp_ns=self.now_ns(), frame_id="map")
+        header = Header(stamp_ns=self.plan_stamp_ns, frame_id="map")
         sm = route.smoothed
         every = max(1, round(self.step / max(float(np.median(np.diff(sm.s))), 1e-9)))
         keep = np.unique(np.r_[np.arange(0, len(sm.s), every), len(sm.s) - 1])

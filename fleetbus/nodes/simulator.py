@@ -9,8 +9,9 @@ origin latitude/longitude/altitude, and a fault plan: `fault_plan` (a YAML file)
 `lockstep_vehicles` (whose controllers are awaited; default all), `lockstep_topics`
 (more topics to await, e.g. an estimator's output) and `lockstep_vehicle_topics` (the
 same for every awaited vehicle, relative to /<id>), `lockstep_timeout_s`
-(wall), `lockstep_startup_timeout_s` (wall, while a controller says it is not ready) and
-`lockstep_policy` (continue | hold).
+(wall), `lockstep_startup_timeout_s` (wall, while a controller says it is not ready),
+`lockstep_await_sensors` (start only once every sensor of the awaited vehicles has a
+reader) and `lockstep_policy` (continue | hold).
 
 Lockstep: the simulator starts once every awaited controller is connected, then advances
 one control period at a time — only after each awaited vehicle has sent a command (and
@@ -31,6 +32,7 @@ and `/<id>/baro` (drones), `/<id>/wheel_speed` (cars) or `/<id>/speed_log` (ship
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable
@@ -42,6 +44,7 @@ import numpy as np
 
 from fleetbus.bus.node import Node
 from fleetbus.bus.pubsub import Publisher
+from fleetbus.bus.registry_client import fetch_graph
 from fleetbus.messages import (
     BaroAltitude,
     Clock,
@@ -65,6 +68,8 @@ from fleetbus.sim_bridge.faults import DelayLine, Fault, FaultInjector, load_pla
 from fleetbus.sim_bridge.sensing import SensorSettings, SensorSuite
 from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
 from fleetbus.sim_bridge.world import CommandRejected, World
+
+SENSOR_CHECK_S = 0.1  # how often the start asks the registry who reads the sensors
 
 
 @dataclass
@@ -225,6 +230,12 @@ class Simulator(Node):
                                             "controller not ready yet may hold a step").value
         self.preparing: set[str] = set()  # vehicles whose controllers are not ready yet
         self.lockstep_policy = self.param("lockstep_policy", "continue").value
+        self.await_sensors = bool(self.param(
+            "lockstep_await_sensors", False, "start only once each of the awaited vehicles' "
+            "sensors has a reader (an estimator that joins late starts from other readings, "
+            "and the run does not repeat)").value)
+        self.awaited_vehicles = vehicles
+        self.sensors_checked = -math.inf
         self.waiting: set[str] | None = None  # None: not started (controllers connecting)
         self.waiting_since = 0.0
         self.lockstep_timeouts = 0
@@ -241,6 +252,7 @@ class Simulator(Node):
                 self._count("rejected_command", str(exc))
                 return
         if self.mode == "lockstep" and not override:
+            self.preparing.discard(vehicle_id)
             self._answered(f"/{vehicle_id}/cmd", msg.header.stamp_ns)  # link or not
 
     def _declined(self, vehicle_id: str, msg: Diagnostic) -> None:
@@ -285,7 +297,7 @@ class Simulator(Node):
         if self.waiting is None:
             connected = all(sub.publishers for sub in self._subscriptions
                             if sub.topic in self.awaited or sub.topic in self.joining)
-            if connected and self.clock_pub.subscribers >= 1:
+            if connected and self.clock_pub.subscribers >= 1 and self._sensors_read():
                 self._advance()  # nothing is expected at time zero: start
             return
         timeout = self.startup_timeout_s if self.preparing else self.lockstep_timeout_s
@@ -299,6 +311,23 @@ class Simulator(Node):
                 self._advance()
             else:
                 self.waiting_since = time.monotonic()
+
+    def _sensors_read(self) -> bool:
+        """With `lockstep_await_sensors`: whether every subscription the registry lists for
+        an awaited vehicle's sensors has joined (an estimator that joined late would start
+        from other readings, and the run would not repeat). Asked before the start only,
+        once the awaited nodes are linked, so their subscriptions are registered too."""
+        if not self.await_sensors:
+            return True
+        if time.monotonic() < self.sensors_checked + SENSOR_CHECK_S:
+            return False
+        self.sensors_checked = time.monotonic()
+        graph = fetch_graph(self.config, SENSOR_CHECK_S)
+        if graph is None:
+            return False
+        readers = collections.Counter(s.topic for n in graph.nodes for s in n.subscriptions)
+        return all(out.publisher.subscribers >= readers[out.publisher.topic]
+                   for v in self.awaited_vehicles for out in self.outputs[v].values())
 
     def tick(self) -> None:
         for _ in range(self.steps_per_tick):
