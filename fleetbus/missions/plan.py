@@ -59,13 +59,13 @@ from fleetbus.planners.geojson import (
     ORIGIN_MEMBER,
     JsonSource,
     Origin,
-    _features,
-    _member_origin,
-    _parts,
-    _positions,
     check_origin,
+    document_features,
+    feature_parts,
+    geo_positions,
     is_number,
     located,
+    member_origin,
     plane_xy,
     read_json,
 )
@@ -133,8 +133,8 @@ def read_mission(source: JsonSource) -> GeoMission:
     with _named(name):
         mission_id, vehicle_id, return_home = _settings(doc.get(MISSION_MEMBER, {}),
                                                         default_id)
-        origin = _member_origin(doc[ORIGIN_MEMBER]) if ORIGIN_MEMBER in doc else None
-        lat, lon, up, attributes = _waypoints(_features(doc))
+        origin = member_origin(doc[ORIGIN_MEMBER]) if ORIGIN_MEMBER in doc else None
+        lat, lon, up, attributes = _waypoints(document_features(doc))
     return GeoMission(name, mission_id, vehicle_id, return_home, origin, lat, lon, up,
                       tuple(attributes))
 
@@ -195,7 +195,7 @@ def _waypoints(features: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     lines, points = [], []
     for k, feature in enumerate(features):
         with located(f"feature {k}"):
-            geometry, props = _parts(feature)
+            geometry, props = feature_parts(feature)
             kind = geometry.get("type")
             if kind not in ("LineString", "Point"):
                 raise MissionError(f"unsupported geometry type {kind!r}: a mission is one "
@@ -210,7 +210,7 @@ def _waypoints(features: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     if lines:
         k, geometry, props = lines[0]
         with located(f"feature {k}"):
-            lat, lon, height = _positions(geometry.get("coordinates"), "LineString")
+            lat, lon, height = geo_positions(geometry.get("coordinates"), "LineString")
             return lat, lon, _altitudes(height, props), [_attributes(props)] * len(lat)
     if not points:
         raise MissionError("has no waypoints: give one LineString or Point features")
@@ -237,7 +237,7 @@ def _in_sequence(points: list[tuple[int, Any, Mapping]]) -> list[tuple[int, Any,
 
 def _point(k: int, geometry: Mapping, props: Mapping) -> tuple[float, float, float, dict]:
     with located(f"feature {k} (seq {props['seq']})"):
-        lat, lon, height = _positions([geometry.get("coordinates")], "Point")
+        lat, lon, height = geo_positions([geometry.get("coordinates")], "Point")
         up = _altitudes(height, props)
         return float(lat[0]), float(lon[0]), float(up[0]), _attributes(props)
 

@@ -156,12 +156,12 @@ def load_geojson(source: JsonSource, origin: Sequence[float] | None = None,
     the first position of the first feature (see the module docstring). With a
     `vehicle_type`, only the zones that bind it; the origin stays the whole file's."""
     doc = read_json(source, "GeoJSON")
-    features = _features(doc)
+    features = document_features(doc)
     kept = [k for k, f in enumerate(features) if _binds(k, f, vehicle_type)]
     if origin is not None:
         frame = check_origin(origin)
     elif ORIGIN_MEMBER in doc:
-        frame = _member_origin(doc[ORIGIN_MEMBER])
+        frame = member_origin(doc[ORIGIN_MEMBER])
     elif features:
         frame = _first_position_origin(features[0])
     else:
@@ -173,7 +173,7 @@ def load_geojson(source: JsonSource, origin: Sequence[float] | None = None,
 def _binds(index: int, feature: object, vehicle_type: str | None) -> bool:
     """Whether the feature's zone binds `vehicle_type` (None: any)."""
     with located(f"feature {index}"):
-        _, props = _parts(feature)
+        _, props = feature_parts(feature)
         types = props.get("vehicle_types")
         if types is None:
             return True
@@ -183,7 +183,8 @@ def _binds(index: int, feature: object, vehicle_type: str | None) -> bool:
         return vehicle_type is None or vehicle_type in types
 
 
-def _features(doc: Mapping[str, Any]) -> list[Any]:
+def document_features(doc: Mapping[str, Any]) -> list[Any]:
+    """The features of a GeoJSON FeatureCollection, or the one Feature given."""
     kind = doc.get("type")
     if kind == "Feature":
         return [doc]
@@ -196,7 +197,8 @@ def _features(doc: Mapping[str, Any]) -> list[Any]:
     return features
 
 
-def _member_origin(member: object) -> Origin:
+def member_origin(member: object) -> Origin:
+    """The geodetic origin in a document's origin member, checked."""
     keys = ("lat_deg", "lon_deg", "alt_m")
     if not isinstance(member, Mapping) or any(k not in member for k in keys):
         raise GeofenceError(f"GeoJSON {ORIGIN_MEMBER!r} must be an object with "
@@ -207,15 +209,15 @@ def _member_origin(member: object) -> Origin:
 def _first_position_origin(feature: object) -> Origin:
     """The first position of the first feature, at its height (0 m without one)."""
     with located("feature 0"):
-        coords = _parts(feature)[0].get("coordinates")
+        coords = feature_parts(feature)[0].get("coordinates")
         while isinstance(coords, list) and coords and isinstance(coords[0], list):
             coords = coords[0]
-        lat, lon, height = _positions([coords], "first position")
+        lat, lon, height = geo_positions([coords], "first position")
         alt = float(height[0]) if np.isfinite(height[0]) else 0.0
         return check_origin((float(lat[0]), float(lon[0]), alt), "origin")
 
 
-def _parts(feature: object) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+def feature_parts(feature: object) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """A feature's geometry and properties objects, checked for shape."""
     if not isinstance(feature, Mapping) or feature.get("type") != "Feature":
         raise GeofenceError("is not a GeoJSON Feature object")
@@ -230,7 +232,7 @@ def _parts(feature: object) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
 
 def _feature_zones(index: int, feature: object, origin: Origin) -> list[Zone]:
     with located(f"feature {index}"):
-        geometry, props = _parts(feature)
+        geometry, props = feature_parts(feature)
         zone_id = _zone_id(index, feature, props)
     with located(f"feature {index} ({zone_id!r})"):
         build = _BUILDERS.get(geometry.get("type"))
@@ -287,7 +289,7 @@ def _inclusion(props: Mapping[str, Any]) -> bool:
     return next((v for v in (inclusion, by_type) if v is not None), True)
 
 
-def _positions(raw: object, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def geo_positions(raw: object, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latitudes, longitudes and heights (NaN where absent) of a list of GeoJSON
     positions, checked."""
     if not isinstance(raw, list) or not raw:
@@ -308,7 +310,7 @@ def _rings(raw: object, origin: Origin, what: str) -> list[np.ndarray]:
         raise GeofenceError(f"{what} must be a non-empty list of linear rings, got {raw!r}")
     rings = []
     for k, ring in enumerate(raw):
-        lat, lon, _ = _positions(ring, f"{what} ring {k}")
+        lat, lon, _ = geo_positions(ring, f"{what} ring {k}")
         rings.append(plane_xy(lat, lon, origin))
     return rings
 
@@ -334,7 +336,7 @@ def _multipolygon_zones(zone_id: str, coords: object, props: Mapping[str, Any],
 
 def _circle_zones(zone_id: str, coords: object, props: Mapping[str, Any],
                   origin: Origin) -> list[Zone]:
-    lat, lon, _ = _positions([coords], "Point")
+    lat, lon, _ = geo_positions([coords], "Point")
     if "radius_m" not in props:
         raise GeofenceError("a Point zone needs the 'radius_m' property (metres)")
     radius = props["radius_m"]
