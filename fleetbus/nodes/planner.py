@@ -168,7 +168,10 @@ class PlannerNode(VehicleNode):
         if self.planner is None:
             self.planner = RoutePlanner(self.fence, self.envelope, altitude, margin or 0.0)
         began = time.perf_counter()
-        route = self.planner.plan(start, goals, v_start=float(estimate.velocity_body[0]))
+        speeds = [w.speed_mps for w in self.mission.waypoints] + (
+            [0.0] if self.mission.return_home else [])
+        route = self.planner.plan(start, goals, v_start=float(estimate.velocity_body[0]),
+                                  leg_speeds=speeds)
         elapsed_ms = (time.perf_counter() - began) * 1e3
         if not route.ok:
             self._count("plan_failed", route.message)

@@ -69,8 +69,9 @@ class RoutePlanner:
         return self._free[clearance_m]
 
     def plan(self, start: Sequence[float], waypoints: Sequence[Sequence[float]],
-             v_start: float = 0.0) -> Route:
-        """The route from start through every waypoint in order (ENU x, y)."""
+             v_start: float = 0.0, leg_speeds: Sequence[float] | None = None) -> Route:
+        """The route from start through every waypoint in order (ENU x, y). leg_speeds:
+        the most speed on the way to each waypoint (0: the vehicle's own limits)."""
         stops = [np.asarray(p, float)[:2] for p in (start, *waypoints)]
         clearance, best = 0.0, None
         for _ in range(CLEARANCE_ATTEMPTS):
@@ -94,7 +95,8 @@ class RoutePlanner:
         speeds = speed_profile(smoothed.s, smoothed.curvature, v.max_speed_mps,
                                v.max_lateral_accel_mps2, v.max_accel_mps2, v.max_decel_mps2,
                                v_start=max(v_start, 0.0), v_end=0.0,
-                               v_cap=v.safe_speed(self._free_ahead(smoothed)))
+                               v_cap=np.minimum(v.safe_speed(self._free_ahead(smoothed)),
+                                                _leg_caps(smoothed, stops, leg_speeds)))
         corridor = convex_corridor(polyline, self.free_space(), v.corridor_half_width_m)
         message = "" if smoothed.ok or v.turn_radius_m == 0.0 else (
             f"{len(smoothed.tight_corners)} corner(s) too tight for a turn radius of "
@@ -176,6 +178,22 @@ class RoutePlanner:
     def _grown_by(obstacle: BaseGeometry, clearance_m: float) -> BaseGeometry:
         return obstacle.buffer(clearance_m * ERODE_SCALE, quad_segs=ERODE_QUAD_SEGS) if (
             clearance_m > 0.0) else obstacle
+
+
+def _leg_caps(smoothed: SmoothedPath, stops: list[np.ndarray],
+              leg_speeds: Sequence[float] | None) -> np.ndarray:
+    """Per sample, the speed asked for on the leg it lies on (inf where none is): each
+    stop is placed at its nearest sample, searching forward from the previous stop's."""
+    caps = np.full(len(smoothed.s), np.inf)
+    if not leg_speeds or not any(v > 0.0 for v in leg_speeds):
+        return caps
+    begin = 0
+    for stop, speed in zip(stops[1:], leg_speeds, strict=True):
+        end = begin + int(np.argmin(np.hypot(*(smoothed.points[begin:] - stop).T)))
+        if speed > 0.0:
+            caps[begin:end + 1] = np.minimum(caps[begin:end + 1], speed)
+        begin = end
+    return caps
 
 
 def _join(legs: list[PlanResult]) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""Routes (no bus): the speed profile keeps the guard's margin free ahead, honours the
+speeds a mission asks for per leg, and the envelope's safe speed inverts the margin."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fleetbus.planners import Geofence, Zone
+from fleetbus.planners.envelope import ENVELOPES, VehicleEnvelope
+from fleetbus.planners.route import RoutePlanner
+
+FIELD = Geofence([Zone.polygon("field", [(0, 0), (200, 0), (200, 200), (0, 200)])])
+DRONE = ENVELOPES["quadrotor"]
+
+
+def test_free_ahead_is_the_straight_run_to_the_fence():
+    points = np.array([[50.0, 100.0], [50.0, 100.0], [199.0, 150.0], [250.0, 100.0]])
+    directions = np.array([[1.0, 0.0], [-3.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    ahead = FIELD.free_ahead(points, directions, reach_m=100.0)
+    assert math.isinf(ahead[0])  # 150 m to the east edge, more than the reach
+    assert ahead[1] == pytest.approx(50.0)  # west; the direction need not be a unit vector
+    assert ahead[2] == pytest.approx(50.0)
+    assert ahead[3] == 0.0  # outside already
+
+
+def test_free_ahead_sees_a_zone_only_in_its_altitude_band():
+    mast = Zone.circle_zone("mast", (100, 100), 10.0, inclusion=False, floor_m=0.0,
+                            ceiling_m=30.0)
+    fence = FIELD.with_zone(mast)
+    east = np.array([[1.0, 0.0]] * 2)
+    ahead = fence.free_ahead(np.array([[50.0, 100.0, 20.0], [50.0, 100.0, 40.0]]), east, 100.0)
+    assert ahead[0] == pytest.approx(40.0, abs=0.1)  # to the mast's edge at 20 m
+    assert math.isinf(ahead[1])  # above the mast: free to the east edge, beyond reach
+
+
+@pytest.mark.parametrize("free", [0.0, 2.0, 5.0, 8.0, 12.0, 40.0])
+def test_safe_speed_is_the_fastest_whose_guard_margin_fits(free):
+    env = DRONE
+    v = float(env.safe_speed(np.array([free]))[0])
+    assert 0.0 <= v <= env.max_speed_mps
+
+    def needed(speed):
+        return (env.static_margin_m + env.tracking_tolerance_m + speed * env.reaction_s
+                + speed**2 / (2.0 * env.max_decel_mps2))
+
+    if free <= needed(0.0):
+        assert v == 0.0  # not even standing still fits: stop
+    elif v < env.max_speed_mps:
+        assert needed(v) == pytest.approx(free, abs=1e-9)
+    else:
+        assert needed(v) <= free + 1e-9
+
+
+def test_a_route_toward_a_wall_slows_so_the_guard_would_not_stop_it():
+    """A drone's route runs at a wall and turns along it: at every sample, the guard's
+    margin at the planned speed fits into the free run straight ahead."""
+    wall = Zone.polygon("wall", [(120, 0), (130, 0), (130, 150), (120, 150)], inclusion=False)
+    fence = FIELD.with_zone(wall)
+    planner = RoutePlanner(fence, DRONE)
+    route = planner.plan([20.0, 100.0], [[100.0, 170.0], [180.0, 170.0]])
+    assert route.ok, route.message
+    sm = route.smoothed
+    ahead = fence.free_ahead(sm.points, np.column_stack([np.cos(sm.heading),
+                                                         np.sin(sm.heading)]), 1e3)
+    v = route.speeds
+    margin = (DRONE.static_margin_m + DRONE.tracking_tolerance_m + v * DRONE.reaction_s
+              + v**2 / (2.0 * DRONE.max_decel_mps2))
+    assert np.all(margin <= ahead + 1e-6)
+    assert v.max() == pytest.approx(DRONE.max_speed_mps)  # and full speed where it is free
+
+
+def test_a_leg_s_speed_caps_that_leg_only():
+    planner = RoutePlanner(FIELD, DRONE)
+    route = planner.plan([20.0, 20.0], [[20.0, 120.0], [20.0, 180.0]],
+                         leg_speeds=[1.5, 0.0])
+    assert route.ok
+    y = route.smoothed.points[:, 1]
+    assert route.speeds[y < 115.0].max() <= 1.5 + 1e-9
+    assert route.speeds[(y > 130.0) & (y < 170.0)].max() > 3.0
+
+
+def test_an_envelope_refuses_bad_numbers_by_name():
+    with pytest.raises(ValueError, match="reaction_s"):
+        VehicleEnvelope(reaction_s=-1.0)
+    with pytest.raises(ValueError, match="max_decel_mps2"):
+        VehicleEnvelope(max_decel_mps2=math.nan)
