@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -523,6 +525,27 @@ def test_a_corridor_that_does_not_fit_the_problem_is_refused():
 
 
 # -- the compiled solver ------------------------------------------------------------------
+
+
+KEY_SCRIPT = """
+import types
+from fleetbus.control.mpc import MpcSettings, PathTrackingMpc, vehicle_model
+from fleetbus.models import Bicycle, Quadrotor
+for kind, model in (("car", Bicycle()), ("quadrotor", Quadrotor())):
+    problem = types.SimpleNamespace(vehicle=vehicle_model(kind, model),
+                                    settings=MpcSettings(horizon=10))
+    print(PathTrackingMpc._cache_key(problem))
+"""
+
+
+def test_the_cache_key_is_the_same_in_every_process():
+    """The key names the problem, not this process: a function's repr (its address) in
+    it made every controller start miss the cache and compile for 10-30 s."""
+    keys = [subprocess.run([sys.executable, "-c", KEY_SCRIPT], capture_output=True,
+                           text=True, check=True, timeout=120).stdout.split()
+            for _ in range(2)]
+    assert len(keys[0]) == 2 and keys[0][0] != keys[0][1]
+    assert keys[0] == keys[1]
 
 
 @pytest.mark.skipif(not compiler_available(), reason="no C compiler")

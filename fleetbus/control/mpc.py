@@ -223,7 +223,10 @@ class PathTrackingMpc:
 
     def _cache_key(self) -> str:
         v = self.vehicle
-        description = repr((v.kind, v.model, v.nx, v.position, v.heading, v.u_ref,
+        # a function by its name: its repr carries an address, new in every process, and
+        # the cache would never hit (every controller start paid a 10-30 s compile)
+        heading = f"{v.heading.__module__}.{v.heading.__qualname__}"
+        description = repr((v.kind, v.model, v.nx, v.position, heading, v.u_ref,
                             v.rate_limits, v.input_weights, v.rate_weights, self.settings))
         models = Path(fleetbus.models.__file__).parent
         return cache_key(description, [Path(__file__), *models.glob("*.py")])
