@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-sim-s", type=float, default=400.0)
     parser.add_argument("--max-wall-s", type=float, default=1800.0)
     args = parser.parse_args(argv)
+    # a TERM (a CI job cancelled, `kill`) unwinds like Ctrl-C: the graph's processes run in
+    # sessions of their own and would outlive an abrupt exit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     console = Console()
     graph = Graph.load(args.graph, sets=args.set)
     vehicles = [v["id"] for v in graph_vehicles(graph)]

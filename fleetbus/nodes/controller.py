@@ -202,7 +202,10 @@ class ControllerNode(VehicleNode):
         if controller is None:  # a lockstep world waits; a real vehicle's timeout holds it
             self._decline("building the solver", ready=False)
             return
-        if est is None or now - est.stamp_s > self.stale_after:
+        if est is None:  # the estimator is not ready yet: nothing to say but that
+            self._decline("no estimate yet")
+            return
+        if now - est.stamp_s > self.stale_after:
             self._once("stale", "estimate_stale", "error", "no fresh estimate: not "
                        "commanding")
             self._decline("no fresh estimate")

@@ -86,6 +86,7 @@ class FusionNode(Node):
         }
         self.rank = {sensor: k for k, sensor in enumerate(SENSORS[kind])}
         self.inbox: list[tuple[float, int, str, Any, Any]] = []  # fused at the next output
+        self.last_output_ns = -1
         for sensor in SENSORS[kind]:
             msg_type, read = readers[sensor]
             self.subscribe(f"/{self.vehicle}/{sensor}", msg_type,
@@ -134,6 +135,9 @@ class FusionNode(Node):
                 self._count("invalid_measurement", f"/{self.vehicle}/{sensor}: {exc}")
 
     def _publish(self) -> None:
+        if self.now_ns() == self.last_output_ns:
+            return  # sim time jumped several output periods: one estimate per instant
+        self.last_output_ns = self.now_ns()
         self._fuse_inbox()
         if not self.fusion.ready:
             # said at each output time, so that a node stepping on the estimates knows
