@@ -4,6 +4,7 @@ and the model state read from an estimate (fleetbus.control.tracking.model_state
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -130,45 +131,71 @@ def test_a_u_turn_is_not_short_cut():
 
 # -- corridor cells -----------------------------------------------------------------------
 
-# Two cells along the x axis overlapping over 4 <= x <= 6.
+# Two cells along the x axis overlapping over 4 <= x <= 6. The path's samples (one a
+# metre) lie deeper in the second from x = 6 on: samples 0-5 own cell 0, 6-10 cell 1.
 TWO = [cell(-1.0, 6.0, 1.0), cell(4.0, 11.0, 1.0)]
 
 
-def test_a_stage_moves_to_the_next_cell_where_its_reference_enters_it():
+def test_each_sample_owns_the_cell_it_lies_deepest_in_in_path_order():
+    assert line(10.0, cells=TWO).sample_cells.tolist() == [0] * 6 + [1] * 5
+
+
+def test_a_stage_moves_to_the_next_cell_where_its_reference_s_sample_owns_it():
     path = line(10.0, cells=TWO)
-    h = path.horizon([2.0, 0.0], 20, 0.1)  # reference at x = 2.0, 2.2 ... 6.0
-    assert h.cells == [0] * 10 + [1] * 10  # stage 10 (x = 4.0) is the first in cell 1
+    h = path.horizon([2.0, 0.0], 25, 0.1)  # reference at x = 2.0, 2.2 ... 7.0
+    assert h.cells == [0] * 20 + [1] * 5  # stage 20 (x = 6.0) is the first in cell 1
     assert all(h.corridor[k] is path.cells[c] for k, c in enumerate(h.cells))
 
 
 def test_a_stage_moves_on_only_once_the_previous_plan_is_in_the_next_cell_too():
     path = line(10.0, cells=TWO)
-    # The last plan lags the reference: its stage k is at x = 2 + 0.15 k, in cell 1 from
-    # k = 14 (x = 4.1).
-    lagging = np.column_stack([2.0 + 0.15 * np.arange(21), np.zeros(21)])
-    assert path.horizon([2.0, 0.0], 20, 0.1, lagging).cells == [0] * 14 + [1] * 6
+    # The last plan lags the reference: its stage k is at x = 2 + 0.12 k, in cell 1 from
+    # k = 17 (x = 4.04), and the reference's sample owns cell 1 from stage 20 on.
+    lagging = np.column_stack([2.0 + 0.12 * np.arange(26), np.zeros(26)])
+    assert path.horizon([2.0, 0.0], 25, 0.1, lagging).cells == [0] * 20 + [1] * 5
+    slower = np.column_stack([2.0 + 0.085 * np.arange(26), np.zeros(26)])  # x >= 4 at 24
+    assert path.horizon([2.0, 0.0], 25, 0.1, slower).cells == [0] * 24 + [1]
     # A plan that never reaches the overlap keeps every stage in the first cell.
-    short = np.column_stack([np.minimum(2.0 + 0.15 * np.arange(21), 3.9), np.zeros(21)])
-    assert path.horizon([2.0, 0.0], 20, 0.1, short).cells == [0] * 20
+    short = np.column_stack([np.minimum(2.0 + 0.15 * np.arange(26), 3.9), np.zeros(26)])
+    assert path.horizon([2.0, 0.0], 25, 0.1, short).cells == [0] * 25
     # Nor does a plan that is level with the reference but outside the next cell.
-    beside = np.column_stack([2.0 + 0.2 * np.arange(21), np.full(21, 1.5)])
-    assert path.horizon([2.0, 0.0], 20, 0.1, beside).cells == [0] * 20
+    beside = np.column_stack([2.0 + 0.2 * np.arange(26), np.full(26, 1.5)])
+    assert path.horizon([2.0, 0.0], 25, 0.1, beside).cells == [0] * 25
 
 
-def test_cells_only_advance():
+def test_cells_follow_the_vehicle_s_progress_back_and_forth():
     path = line(10.0, cells=TWO)
     assert path.horizon([7.0, 0.0], 5, 0.1).cells == [1] * 5
-    # Back in the first cell only (pushed back, say): it stays with the second.
-    assert path.horizon([3.0, 0.0], 5, 0.1).cells == [1] * 5
+    # Pushed back into the first cell's stretch (a gust, say): its cells go back too.
+    assert path.horizon([3.0, 0.0], 5, 0.1).cells == [0] * 5
 
 
-def test_a_vehicle_outside_every_cell_gets_the_least_violated_one():
-    # The second cell is wider: from (5, 3) it is 0.5 m away, the first 2 m.
+def test_a_vehicle_off_its_path_gets_the_cells_of_its_progress_along_it():
     path = line(10.0, cells=[cell(-1.0, 6.0, 1.0), cell(4.0, 11.0, 2.5)])
-    assert path.horizon([5.0, 3.0], 5, 0.1).cells[0] == 1
-    # From (2, 1.5) the first is 0.5 m away, the second 2 m (behind its start).
-    path = line(10.0, cells=[cell(-1.0, 6.0, 1.0), cell(4.0, 11.0, 2.5)])
-    assert path.horizon([2.0, 1.5], 5, 0.1).cells[0] == 0
+    assert path.horizon([5.0, 3.0], 5, 0.1).cells[0] == 0  # outside both: its stretch's
+    assert path.horizon([8.0, 3.0], 5, 0.1).cells[0] == 1
+
+
+def test_side_by_side_lanes_keep_their_own_cells():
+    """A survey's lanes 20 m apart, each segment's cell 20 m wide on either side, so the
+    cells of neighbouring lanes overlap: a vehicle on the return lane stays in its cell
+    (jumping to the next lane's, which holds it too, pinned a drone there for good)."""
+    corners = np.array([[0, 0], [100, 0], [100, 20], [0, 20], [0, 40], [100, 40]], float)
+    points = np.vstack([np.linspace(a, b, 41)[:-1] for a, b in itertools.pairwise(corners)]
+                       + [corners[-1:]])
+    boxes = [(-20, 120, -20, 20), (80, 120, -20, 40), (-20, 120, 0, 40), (-20, 20, 0, 60),
+             (-20, 120, 20, 60)]
+    A = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    cells = [(A, np.array([x1, -x0, y1, -y0])) for x0, x1, y0, y1 in boxes]
+    path = PathReference(points, np.full(len(points), 5.0), cells)
+    walked = []
+    for q in points[::2]:  # the vehicle follows its path, 1 m off to one side
+        h = path.horizon(q + [0.0, 1.0], 20, 0.1)
+        walked.append((q, h.cells[0]))
+    for q, first in walked:
+        lane = 0 if q[1] == 0 and q[0] < 100 else 2 if q[1] == 20 and 0 < q[0] < 100 else (
+            4 if q[1] == 40 and q[0] > 0 else None)
+        assert lane is None or first == lane, (q, first)
 
 
 # -- bad input ----------------------------------------------------------------------------

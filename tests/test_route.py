@@ -87,3 +87,25 @@ def test_an_envelope_refuses_bad_numbers_by_name():
         VehicleEnvelope(reaction_s=-1.0)
     with pytest.raises(ValueError, match="max_decel_mps2"):
         VehicleEnvelope(max_decel_mps2=math.nan)
+
+
+def test_a_drone_passes_each_waypoint_within_its_tolerance():
+    """Lawnmower lanes and a U-turn home: rounded at the drone's top speed, the corners
+    would pass 3.5 m (90 degrees) to 40 m (the U-turn) from their waypoints. A drone turns
+    on the spot, so it stops and turns there instead; corners off the waypoints (around
+    an obstacle) stay rounded."""
+    waypoints = [[20.0, 20.0], [120.0, 20.0], [120.0, 40.0], [20.0, 40.0], [20.0, 60.0],
+                 [120.0, 60.0], [10.0, 19.0]]
+    route = RoutePlanner(FIELD, DRONE).plan([10.0, 20.0], waypoints,
+                                            tolerances_m=[3.0] * len(waypoints))
+    assert route.ok, route.message
+    sm = route.smoothed
+    for w in waypoints:
+        assert np.min(np.hypot(*(sm.points - w).T)) <= 3.0, w
+    stops = np.flatnonzero(np.isinf(sm.curvature))
+    # a stop at every waypoint where the route turns: not the first (straight on from the
+    # start) nor the last (the route's end)
+    assert len(stops) == len(waypoints) - 2
+    assert np.all(route.speeds[stops] == 0.0)
+    rounded = RoutePlanner(FIELD, DRONE).plan([10.0, 20.0], waypoints)  # no tolerance given
+    assert not np.isinf(rounded.smoothed.curvature).any()

@@ -9,10 +9,13 @@ the last one it moves along the path while the path comes nearer the vehicle, so
 vehicle pushed back is followed back, and a path that passes near itself (a U-turn, a
 loop) is not short-cut to its other leg.
 
-Each stage gets one cell of the corridor. Cells are taken in order: a stage moves on to
-the next cell only once its reference point and the previous plan's position for that
-stage are both inside it, so the constraints the solver receives are the ones its warm
-start already satisfies, and the hand-over happens where consecutive cells overlap.
+Each stage gets one cell of the corridor. Every path sample owns a cell: the one it lies
+deepest in, taken in order along the path (so where a survey's lanes run side by side
+and their cells overlap, a sample still belongs to its own lane's cell). The vehicle's
+cell is that of its projection, and a stage moves on towards the cell of its reference
+point only once that point and the previous plan's position for that stage are both
+inside the next cell, so the constraints the solver receives are the ones its warm start
+already satisfies, and the hand-over happens where consecutive cells overlap.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class PathReference:
         self.s = np.concatenate([[0.0], np.cumsum(steps)])
         self.length_m = float(self.s[-1])
         self._segment = 0  # where the last projection fell
-        self._cell = 0  # the cell the vehicle was last assigned
+        self.sample_cells = self._cells_along()
 
     def horizon(self, position: ArrayLike, horizon: int, dt: float,
                 previous: np.ndarray | None = None) -> Horizon:
@@ -83,7 +86,7 @@ class PathReference:
                                   for i in range(self.points.shape[1])])
         speeds = np.interp(s, self.s, self.speeds)
         ref = np.vstack([points.T, speeds])
-        cells = self._assign_cells(p[:2], points[:, :2], previous, horizon)
+        cells = self._assign_cells(s, points[:, :2], previous, horizon)
         return Horizon(ref, [self.cells[c] for c in cells], cells, s0, self.length_m - s0)
 
     def _project(self, p: np.ndarray) -> float:
@@ -106,32 +109,43 @@ class PathReference:
         t = 0.0 if length < 1e-12 else min(max(float((p - a) @ ab) / length ** 2, 0.0), 1.0)
         return float(np.linalg.norm(a + t * ab - p)), t * length
 
-    def _assign_cells(self, p: np.ndarray, ref: np.ndarray, previous: np.ndarray | None,
+    def _assign_cells(self, s: np.ndarray, ref: np.ndarray, previous: np.ndarray | None,
                       horizon: int) -> list[int]:
-        current = self._start_cell(p)
-        self._cell = current
+        current = self._cell_at(s[0])  # the vehicle's, from its projection
         cells = []
         for k in range(horizon):
+            target = self._cell_at(s[k])
             probes = [ref[k]] if previous is None else [ref[k], previous[k, :2]]
-            while current + 1 < len(self.cells) and all(
-                    self._inside(current + 1, q) for q in probes):
+            while current < target and all(self._inside(current + 1, q) for q in probes):
                 current += 1
             cells.append(current)
         return cells
 
-    def _start_cell(self, p: np.ndarray) -> int:
-        """The cell holding the vehicle, from the one it was in (cells only advance): the
-        further of it and the next one, else the first further on, else the least
-        violated one (it is outside: the softened constraints steer it back in). Never
-        two ahead: where a survey's lanes run side by side, a cell of the next lane can
-        hold the vehicle too, and jumping to it pinned a drone mid-lane for good."""
-        ahead = range(self._cell, min(self._cell + LOOKAHEAD_SEGMENTS, len(self.cells)))
-        holding = [c for c in ahead if self._inside(c, p)]
-        near = [c for c in holding if c <= self._cell + 1]
-        if near or holding:
-            return near[-1] if near else holding[0]
-        violation = [float(np.max(self.cells[c][0] @ p - self.cells[c][1])) for c in ahead]
-        return ahead[int(np.argmin(violation))]
+    def _cell_at(self, s: float) -> int:
+        """The cell owned by the path sample at arc length s (the last one at or before)."""
+        i = int(np.searchsorted(self.s, s, side="right")) - 1
+        return int(self.sample_cells[min(max(i, 0), len(self.sample_cells) - 1)])
+
+    def _cells_along(self) -> np.ndarray:
+        """Each path sample's cell: from the previous sample's, the next one once the
+        sample lies deeper in it (cells overlap where segments meet), or further on when
+        the sample has left both (a cell too short to own a sample)."""
+        out = np.empty(len(self.points), int)
+        c = 0
+        for i, q in enumerate(self.points[:, :2]):
+            ahead = range(c, min(c + LOOKAHEAD_SEGMENTS, len(self.cells)))
+            depth = [self._depth(j, q) for j in ahead]
+            if len(depth) > 1 and depth[1] > depth[0]:
+                c += 1
+            elif depth[0] < -CELL_TOL_M and (len(depth) == 1 or depth[1] < -CELL_TOL_M):
+                c += int(np.argmax(depth))
+            out[i] = c
+        return out
+
+    def _depth(self, cell: int, q: np.ndarray) -> float:
+        """How far inside `cell` q lies (negative: outside)."""
+        A, b = self.cells[cell]
+        return float(np.min(b - A @ q))
 
     def _inside(self, cell: int, q: np.ndarray) -> bool:
         A, b = self.cells[cell]

@@ -170,8 +170,9 @@ class PlannerNode(VehicleNode):
         began = time.perf_counter()
         speeds = [w.speed_mps for w in self.mission.waypoints] + (
             [0.0] if self.mission.return_home else [])
+        tolerances = [w.acceptance_radius_m for w in self.mission.waypoints]
         route = self.planner.plan(start, goals, v_start=float(estimate.velocity_body[0]),
-                                  leg_speeds=speeds)
+                                  leg_speeds=speeds, tolerances_m=tolerances)
         elapsed_ms = (time.perf_counter() - began) * 1e3
         if not route.ok:
             self._count("plan_failed", route.message)

@@ -69,9 +69,12 @@ class RoutePlanner:
         return self._free[clearance_m]
 
     def plan(self, start: Sequence[float], waypoints: Sequence[Sequence[float]],
-             v_start: float = 0.0, leg_speeds: Sequence[float] | None = None) -> Route:
+             v_start: float = 0.0, leg_speeds: Sequence[float] | None = None,
+             tolerances_m: Sequence[float] | None = None) -> Route:
         """The route from start through every waypoint in order (ENU x, y). leg_speeds:
-        the most speed on the way to each waypoint (0: the vehicle's own limits)."""
+        the most speed on the way to each waypoint (0: the vehicle's own limits);
+        tolerances_m: how close the route must pass each waypoint (a vehicle that turns on
+        the spot stops and turns at one its rounded corner would miss by more)."""
         stops = [np.asarray(p, float)[:2] for p in (start, *waypoints)]
         clearance, best = 0.0, None
         for _ in range(CLEARANCE_ATTEMPTS):
@@ -83,7 +86,7 @@ class RoutePlanner:
                     return self.route
                 break  # the extra clearance closed a passage: keep the sharper route
             polyline = _join(legs)
-            smoothed = self._smooth(polyline)
+            smoothed = self._smooth(polyline, self._exact_waypoints(legs, tolerances_m))
             best = (polyline, smoothed, clearance)
             needed = [c.needed_clearance_m for c in smoothed.tight_corners
                       if c.reason == "blocked"]
@@ -130,12 +133,36 @@ class RoutePlanner:
             legs.append(leg)
         return legs
 
-    def _smooth(self, polyline: np.ndarray) -> SmoothedPath:
+    def _smooth(self, polyline: np.ndarray, exact: Sequence[int] = ()) -> SmoothedPath:
         """Corners rounded to the turn radius; a vehicle that can turn on the spot gets
-        the radius it can fly at top speed where it fits, and a stop where it does not."""
+        the radius it can fly at top speed where it fits, and a stop where it does not or
+        where it must pass a vertex exactly."""
+        return fillet_path(polyline, self.free_space(), self._radius(), keep_sharp=exact)
+
+    def _radius(self) -> float:
         v = self.vehicle
-        radius = v.turn_radius_m or v.max_speed_mps**2 / v.max_lateral_accel_mps2
-        return fillet_path(polyline, self.free_space(), radius)
+        return v.turn_radius_m or v.max_speed_mps**2 / v.max_lateral_accel_mps2
+
+    def _exact_waypoints(self, legs: list[PlanResult],
+                         tolerances_m: Sequence[float] | None) -> list[int]:
+        """The polyline's waypoint vertices a rounded corner would miss by more than their
+        tolerance, for a vehicle that turns on the spot (one that cannot must round
+        them). A corner turning by theta is rounded to pass R*(1/cos(theta/2) - 1) from
+        its vertex."""
+        if self.vehicle.turn_radius_m > 0.0 or not tolerances_m:
+            return []
+        ends = np.cumsum([len(leg.points) - 1 for leg in legs])
+        polyline = _join(legs)
+        exact = []
+        for v, tolerance in zip(ends[:-1], tolerances_m, strict=False):
+            a, b = polyline[v] - polyline[v - 1], polyline[v + 1] - polyline[v]
+            cos = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
+            half = math.acos(min(max(cos, -1.0), 1.0)) / 2.0
+            miss = math.inf if half >= math.pi / 2 - 1e-9 else self._radius() * (
+                1.0 / math.cos(half) - 1.0)
+            if miss > tolerance:
+                exact.append(int(v))
+        return exact
 
     def update_fence(self, fence: Geofence) -> bool:
         """Adopt a new fence. Returns whether the current route must be re-planned: not

@@ -36,6 +36,7 @@ in any case; the bound only says how much clearance to ask for.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -157,14 +158,17 @@ class _Corner(NamedTuple):
 
 
 def fillet_path(points: ArrayLike, free: BaseGeometry, turn_radius_m: float,
-                sample_step_m: float = 0.25) -> SmoothedPath:
+                sample_step_m: float = 0.25, keep_sharp: Collection[int] = ()) -> SmoothedPath:
     """Rounds every bend of the polyline `points` (N, 2) with an arc of radius
     turn_radius_m that lies inside `free`, and samples the result at most sample_step_m
     apart (every tangent point is a sample). A bend whose arc does not fit is left sharp
     and reported in `tight_corners` (by its index in `points`), never cut through an
-    obstacle; a merged run that does not fit reports each of its bends. Repeated vertices
-    are dropped; ValueError for fewer than two distinct vertices or a bad argument."""
+    obstacle; a merged run that does not fit reports each of its bends. The vertices in
+    `keep_sharp` (indices in `points`: waypoints to pass exactly) are left sharp on
+    purpose, and not reported. Repeated vertices are dropped; ValueError for fewer than
+    two distinct vertices or a bad argument."""
     pts, index = _distinct_vertices(points)
+    sharp = {v for v, i in enumerate(index) if int(i) in set(keep_sharp)}
     radius = _positive("turn_radius_m", turn_radius_m)
     step = _positive("sample_step_m", sample_step_m)
     shapely.prepare(free)
@@ -175,7 +179,8 @@ def fillet_path(points: ArrayLike, free: BaseGeometry, turn_radius_m: float,
     tight: list[TightCorner] = []
     cursor = pts[0]
     for bend, fit in zip(bends, fits, strict=True):
-        arc = _fillet(pts, bend, radius) if fit else None
+        wanted = sharp.isdisjoint(range(bend.first, bend.last + 1))
+        arc = _fillet(pts, bend, radius) if fit and wanted else None
         if arc is not None and _covered(free, _check_line(pts, bend, arc)):
             u_in = _direction(pts, bend.first - 1)
             pieces += [_Line(cursor, bend.apex - bend.t * u_in, u_in), arc]
@@ -188,7 +193,8 @@ def fillet_path(points: ArrayLike, free: BaseGeometry, turn_radius_m: float,
             cursor = pts[v]
             if abs(turns[v]) > STRAIGHT_RAD:  # a merged run may hold straight vertices
                 pieces.append(_Corner(turns[v]))
-                tight.append(TightCorner(int(index[v]), reason, clearance))
+                if wanted:
+                    tight.append(TightCorner(int(index[v]), reason, clearance))
     pieces.append(_Line(cursor, pts[-1], _direction(pts, len(pts) - 2)))
     return _sample(pieces, pts, step, tuple(tight))
 
