@@ -71,15 +71,19 @@ def variances(kind: str) -> dict[str, np.ndarray]:
 def run_filter(kind: str, seed: int, seconds: float = 30.0,
                tamper: Callable[[float, list[float]], list[float] | None] | None = None,
                sensors: dict[str, SensorConfig] | None = None, imu_hz: float = 100.0,
-               imu_period_s: float = 0.0) -> dict[str, Any]:
+               imu_period_s: float = 0.0,
+               silence: tuple[float, float] | None = None) -> dict[str, Any]:
     """Feed one seeded run to a fresh filter; sample NEES and errors every 0.2 s. IMU
-    samples are averaged over `imu_period_s` first, as the fusion node does."""
+    samples are averaged over `imu_period_s` first, as the fusion node does; `silence`
+    (start, end) drops every reading stamped in it (a link loss)."""
     R = variances(kind)
     fusion = Fusion(FILTERS[kind](), sensors)
     averager = ImuAverager(imu_period_s)
     out: dict[str, Any] = {"t": [], "nees": [], "pos_err": [], "gnss_err": [], "trace": []}
     for t, vehicle, due in readings(kind, seed, seconds, imu_hz):
         for r in due:
+            if silence is not None and silence[0] <= r.stamp_s < silence[1]:
+                continue
             values = r.values
             if tamper is not None and r.sensor == "gnss":
                 values = tamper(r.stamp_s, values)
@@ -189,6 +193,19 @@ def test_a_gnss_outage_grows_the_covariance_and_recovers_within_2_s(kind):
     assert trace[after].max() < 1.5 * before
     print(f"\n{kind}: position error {err[t < 15].max():.2f} m at the end of the outage, "
           f"{err[after].max():.2f} m from 2 s after")
+
+
+def test_a_drone_rides_out_a_link_loss_of_every_sensor():
+    """No IMU, GNSS, heading or barometer for 2 s while the drone manoeuvres: the filter
+    must take the gap for what it is (the held IMU sample says nothing about it), not
+    read the corrections afterwards as sensor biases and drift off."""
+    out = run_filter("quadrotor", 3, imu_period_s=0.01, silence=(10.0, 12.0))
+    t, trace, err = (np.array(out[k]) for k in ("t", "trace", "pos_err"))
+    after = t >= 14.0  # from 2 s after the link came back
+    assert np.all(err[after] <= 3 * np.sqrt(trace[after]))  # it knows how sure it is
+    assert err[after].max() < 2.5 and err[t >= 17.0].max() < 1.5  # and converges again
+    stats = out["fusion"][0].stats
+    assert all(st.reinitialised == 0 for st in stats.values())
 
 
 def test_a_permanent_gnss_offset_leads_to_reinitialisation():

@@ -67,6 +67,10 @@ def yaw_of(q: np.ndarray) -> float:
     return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
+IMU_GAP_S = 0.05  # an IMU interval longer than this is a gap in the stream
+GAP_ACCEL_MPS2 = 3.0  # what a vehicle may do unseen in a gap: acceleration, m/s^2
+GAP_RATE_RPS = 0.1  # and attitude change, rad/s
+
 class DroneFilter:
     """Noise figures are per IMU sample (white noise of each reading) and per square root
     of a second (bias random walks), as the simulator's IMU model states them. A sample's
@@ -121,6 +125,13 @@ class DroneFilter:
         dt = t - self.time_s
         if dt <= 0 or self.imu is None:
             return
+        if dt > IMU_GAP_S:
+            # A gap in the IMU stream (a link loss): a held sample integrated over it
+            # turns any rate into an attitude error, and the corrections afterwards were
+            # read as sensor biases until the filter drifted off. Coast instead at
+            # constant velocity, less sure of it, and integrate only the last interval.
+            self._coast(t - IMU_GAP_S)
+            dt = t - self.time_s
         force, omega = self.imu[:3] - self.ba, self.imu[3:] - self.bg
         R = rotation(self.q)
         accel = R @ force + GRAVITY
@@ -139,6 +150,20 @@ class DroneFilter:
         Q[TH] = self.imu_var[3:] * dt**2
         Q[BA] = accel_walk ** 2 * dt
         Q[BG] = gyro_walk ** 2 * dt
+        self.kf.predict(F=F, Q=np.diag(Q))
+        self.time_s = t
+
+    def _coast(self, t: float) -> None:
+        gap = t - self.time_s
+        self.p = self.p + self.v * gap
+        F = np.eye(15)
+        F[P_, V_] = np.eye(3) * gap
+        _, _, accel_walk, gyro_walk = self.noise
+        Q = np.zeros(15)
+        Q[V_] = (GAP_ACCEL_MPS2 * gap) ** 2
+        Q[TH] = (GAP_RATE_RPS * gap) ** 2
+        Q[BA] = accel_walk ** 2 * gap
+        Q[BG] = gyro_walk ** 2 * gap
         self.kf.predict(F=F, Q=np.diag(Q))
         self.time_s = t
 

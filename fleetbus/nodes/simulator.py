@@ -386,5 +386,5 @@ def fault_event(fault: Fault, change: str, stamp_ns: int, source: str) -> Event:
                  severity="warn", message=f"fault {fault.index} ({fault.name}) on "
                  f"{fault.target} {'starts' if change == 'start' else 'ends'}",
                  data={"index": str(fault.index), "type": fault.type, "name": fault.name,
-                       "vehicle": fault.vehicle, "sensor": fault.sensor or "",
+                       "vehicle_id": fault.vehicle, "sensor": fault.sensor or "",
                        "affected": str(fault.affected)})
