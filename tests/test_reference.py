@@ -190,7 +190,7 @@ def test_side_by_side_lanes_keep_their_own_cells():
     path = PathReference(points, np.full(len(points), 5.0), cells)
     walked = []
     for q in points[::2]:  # the vehicle follows its path, 1 m off to one side
-        h = path.horizon(q + [0.0, 1.0], 20, 0.1)
+        h = path.horizon(q + np.array([0.0, 1.0]), 20, 0.1)
         walked.append((q, h.cells[0]))
     for q, first in walked:
         lane = 0 if q[1] == 0 and q[0] < 100 else 2 if q[1] == 20 and 0 < q[0] < 100 else (
