@@ -12,10 +12,11 @@ loop) is not short-cut to its other leg.
 Each stage gets one cell of the corridor. Every path sample owns a cell: the one it lies
 deepest in, taken in order along the path (so where a survey's lanes run side by side
 and their cells overlap, a sample still belongs to its own lane's cell). The vehicle's
-cell is that of its projection, and a stage moves on towards the cell of its reference
-point only once that point and the previous plan's position for that stage are both
-inside the next cell, so the constraints the solver receives are the ones its warm start
-already satisfies, and the hand-over happens where consecutive cells overlap.
+cell is that of its projection. A stage moves on, at most to one past the cell its
+reference point's sample owns (a rounded turn enters the next cell early), and only
+once that point and the previous plan's position for that stage are both inside the
+next cell: the constraints the solver receives are the ones its warm start already
+satisfies, and the hand-over happens where consecutive cells overlap.
 """
 
 from __future__ import annotations
@@ -114,9 +115,11 @@ class PathReference:
         current = self._cell_at(s[0])  # the vehicle's, from its projection
         cells = []
         for k in range(horizon):
-            target = self._cell_at(s[k])
+            # the reference's own cell, or the next where a turn is rounded inside it
+            target = self._cell_at(s[k]) + 1
             probes = [ref[k]] if previous is None else [ref[k], previous[k, :2]]
-            while current < target and all(self._inside(current + 1, q) for q in probes):
+            while (current < min(target, len(self.cells) - 1)
+                   and all(self._inside(current + 1, q) for q in probes)):
                 current += 1
             cells.append(current)
         return cells
