@@ -296,13 +296,7 @@ class Subscription(Generic[M]):
                     break
         except zmq.Again:
             pass  # woken without a message (another handler drained it)
-        if self.conflate and len(batch) > 1:
-            self.conflated += len(batch) - 1
-            for frames in batch[:-1]:
-                self._skip(frames)
-            batch = batch[-1:]
-        for frames in batch:
-            self._deliver(frames)
+        self._deliver_batch(batch)
 
     def _read_to_clock(self) -> None:
         """Deliver the messages up to the next new /clock on the socket, then hand that
@@ -332,6 +326,12 @@ class Subscription(Generic[M]):
                     break
         except zmq.Again:
             pass
+        self._deliver_batch(batch)
+        if mark is not None:
+            self._node._clock_mark(self, mark)
+
+    def _deliver_batch(self, batch: list[Any]) -> None:
+        """Deliver what one wake-up read: only the newest when conflating."""
         if self.conflate and len(batch) > 1:
             self.conflated += len(batch) - 1
             for frames in batch[:-1]:
@@ -339,8 +339,6 @@ class Subscription(Generic[M]):
             batch = batch[-1:]
         for frames in batch:
             self._deliver(frames)
-        if mark is not None:
-            self._node._clock_mark(self, mark)
 
     def _skip(self, frames: list[Any]) -> None:
         """A message replaced by a newer one (conflation) was not lost: account for its

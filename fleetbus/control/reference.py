@@ -12,11 +12,12 @@ loop) is not short-cut to its other leg.
 Each stage gets one cell of the corridor. Every path sample owns a cell: the one it lies
 deepest in, taken in order along the path (so where a survey's lanes run side by side
 and their cells overlap, a sample still belongs to its own lane's cell). The vehicle's
-cell is that of its projection. A stage moves on, at most to one past the cell its
-reference point's sample owns (a rounded turn enters the next cell early), and only
-once that point and the previous plan's position for that stage are both inside the
-next cell: the constraints the solver receives are the ones its warm start already
-satisfies, and the hand-over happens where consecutive cells overlap.
+cell is the one holding it, taken in order and never more than one past the cell its
+projection's sample owns. A stage moves on, at most to one past the cell its reference
+point's sample owns (a rounded turn enters the next cell early), and only once that
+point and the previous plan's position for that stage are both inside the next cell:
+the constraints the solver receives are the ones its warm start already satisfies, and
+the hand-over happens where consecutive cells overlap.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class PathReference:
         self.s = np.concatenate([[0.0], np.cumsum(steps)])
         self.length_m = float(self.s[-1])
         self._segment = 0  # where the last projection fell
+        self._cell = 0  # the cell the vehicle was last assigned
         self.sample_cells = self._cells_along()
 
     def horizon(self, position: ArrayLike, horizon: int, dt: float,
@@ -87,7 +89,7 @@ class PathReference:
                                   for i in range(self.points.shape[1])])
         speeds = np.interp(s, self.s, self.speeds)
         ref = np.vstack([points.T, speeds])
-        cells = self._assign_cells(s, points[:, :2], previous, horizon)
+        cells = self._assign_cells(p[:2], s, points[:, :2], previous, horizon)
         return Horizon(ref, [self.cells[c] for c in cells], cells, s0, self.length_m - s0)
 
     def _project(self, p: np.ndarray) -> float:
@@ -110,9 +112,9 @@ class PathReference:
         t = 0.0 if length < 1e-12 else min(max(float((p - a) @ ab) / length ** 2, 0.0), 1.0)
         return float(np.linalg.norm(a + t * ab - p)), t * length
 
-    def _assign_cells(self, s: np.ndarray, ref: np.ndarray, previous: np.ndarray | None,
-                      horizon: int) -> list[int]:
-        current = self._cell_at(s[0])  # the vehicle's, from its projection
+    def _assign_cells(self, p: np.ndarray, s: np.ndarray, ref: np.ndarray,
+                      previous: np.ndarray | None, horizon: int) -> list[int]:
+        current = self._start_cell(p, self._cell_at(s[0]) + 1)
         cells = []
         for k in range(horizon):
             # the reference's own cell, or the next where a turn is rounded inside it
@@ -123,6 +125,23 @@ class PathReference:
                 current += 1
             cells.append(current)
         return cells
+
+    def _start_cell(self, p: np.ndarray, last: int) -> int:
+        """The cell holding the vehicle, from the one it was in (cells only advance): the
+        further of it and the next one, else the first further on, else the least
+        violated one (it is outside: the softened constraints steer it back in). Never
+        two ahead: where a survey's lanes run side by side, a cell of the next lane can
+        hold the vehicle too, and jumping to it pinned a drone mid-lane for good."""
+        first = min(self._cell, last)
+        ahead = range(first, min(first + LOOKAHEAD_SEGMENTS, last + 1, len(self.cells)))
+        holding = [c for c in ahead if self._inside(c, p)]
+        near = [c for c in holding if c <= self._cell + 1]
+        if near or holding:
+            self._cell = near[-1] if near else holding[0]
+            return self._cell
+        violation = [float(np.max(self.cells[c][0] @ p - self.cells[c][1])) for c in ahead]
+        self._cell = ahead[int(np.argmin(violation))]
+        return self._cell
 
     def _cell_at(self, s: float) -> int:
         """The cell owned by the path sample at arc length s (the last one at or before)."""
