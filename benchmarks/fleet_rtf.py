@@ -60,7 +60,7 @@ def _name(spec: str) -> str:
     return "other"
 
 
-def run(graph_file: Path, sim_seconds: float, console: Console) -> dict:
+def run(graph_file: Path, sim_seconds: float) -> dict:
     os.environ["FLEETBUS_RUN_DIR"] = tempfile.mkdtemp(prefix="fleetbus-rtf-")
     graph = Graph.load(graph_file)
     vehicles = graph_vehicles(graph)
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--graphs", nargs="+", default=["car_route", "fleet"])
     args = parser.parse_args()
     console = Console()
-    rows = [run(ROOT / "launch" / f"{g}.yaml", args.sim_seconds, console) for g in args.graphs]
+    rows = [run(ROOT / "launch" / f"{g}.yaml", args.sim_seconds) for g in args.graphs]
     table = Table(title="Mission graphs in lockstep (whole stack)")
     for column in ("graph", "vehicles", "sim s", "wall s", "real-time factor",
                    "CPU s / sim s", "CPU s / vehicle-s"):

@@ -127,11 +127,11 @@ class PathReference:
         return cells
 
     def _start_cell(self, p: np.ndarray, last: int) -> int:
-        """The cell holding the vehicle, from the one it was in (cells only advance): the
-        further of it and the next one, else the first further on, else the least
-        violated one (it is outside: the softened constraints steer it back in). Never
-        two ahead: where a survey's lanes run side by side, a cell of the next lane can
-        hold the vehicle too, and jumping to it pinned a drone mid-lane for good."""
+        """The cell holding the vehicle, from the one it was in: the further of it and the
+        next one, else the first further on, else the least violated one (it is outside:
+        the softened constraints steer it back in). Never two ahead, nor past `last` (one
+        past its progress's cell), back to which it returns when pushed back: where a
+        survey's lanes run side by side, a cell of the next lane can hold it too."""
         first = min(self._cell, last)
         ahead = range(first, min(first + LOOKAHEAD_SEGMENTS, last + 1, len(self.cells)))
         holding = [c for c in ahead if self._inside(c, p)]
@@ -153,14 +153,15 @@ class PathReference:
         sample lies deeper in it (cells overlap where segments meet), or further on when
         the sample has left both (a cell too short to own a sample)."""
         out = np.empty(len(self.points), int)
-        c = 0
+        c, last = 0, len(self.cells) - 1
         for i, q in enumerate(self.points[:, :2]):
-            ahead = range(c, min(c + LOOKAHEAD_SEGMENTS, len(self.cells)))
-            depth = [self._depth(j, q) for j in ahead]
-            if len(depth) > 1 and depth[1] > depth[0]:
+            here = self._depth(c, q)
+            nxt = self._depth(c + 1, q) if c < last else -np.inf
+            if nxt > here:
                 c += 1
-            elif depth[0] < -CELL_TOL_M and (len(depth) == 1 or depth[1] < -CELL_TOL_M):
-                c += int(np.argmax(depth))
+            elif here < -CELL_TOL_M and c < last:  # outside both: the least outside ahead
+                ahead = range(c, min(c + LOOKAHEAD_SEGMENTS, last + 1))
+                c = max(ahead, key=lambda j: self._depth(j, q))
             out[i] = c
         return out
 

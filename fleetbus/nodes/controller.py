@@ -101,18 +101,11 @@ class ControllerNode(VehicleNode):
         self.diagnostics = self.publisher("/diagnostics", Diagnostic, depth=100)
         self.plan_stamp_ns = 0  # the mission manager's last plan: its path is awaited
         self.held_ns: int | None = None  # a tick held for that path
-        awaited = self.param("await", [], "inputs a tick waits for at its stamp: "
-                             "geofence_status, mission_status").value
-        if set(awaited) - {"geofence_status", "mission_status"}:
-            raise ValueError(f"{self.name}: can await geofence_status and mission_status, "
-                             f"got {awaited}")
-        if "mission_status" in awaited:
+        self.ticker = StepTicker.from_params(self, rate, lambda ns: self._tick(ns * 1e-9),
+                                             ("geofence_status", "mission_status"))
+        if "mission_status" in self.ticker.latest:
             self.subscribe(f"/{self.vehicle}/mission_status", MissionStatus,
                            self._on_mission_status)
-        self.ticker = StepTicker(self, rate, lambda ns: self._tick(ns * 1e-9),
-                                 self.param("trigger", "clock", "clock | estimate: tick on "
-                                            "the first estimate of each period").value,
-                                 awaited)
         self.timer(1.0, self._diagnose)
 
     def _build(self) -> None:
@@ -158,8 +151,7 @@ class ControllerNode(VehicleNode):
             self.warned.discard("guard")
             self._load_route()  # start afresh from where the failsafe left the vehicle
         self.failsafe = msg.failsafe
-        if "geofence_status" in self.ticker.latest:
-            self.ticker.arrived("geofence_status", msg.header.stamp_ns)
+        self.ticker.arrived("geofence_status", msg.header.stamp_ns)
 
     def _load_route(self) -> None:
         """Follow the path once its corridor (same stamp) is here too."""

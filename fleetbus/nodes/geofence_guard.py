@@ -93,8 +93,7 @@ class GeofenceGuard(VehicleNode):
                                          "vehicle acting on it: a tick and a control "
                                          "period").value)
         self.tick_ns = 0
-        self.ticker = StepTicker(self, rate, self._tick,
-                                 self.param("trigger", "clock", "clock | estimate").value)
+        self.ticker = StepTicker.from_params(self, rate, self._tick)
 
     # -- inputs -------------------------------------------------------------------------
 

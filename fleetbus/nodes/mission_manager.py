@@ -113,13 +113,8 @@ class MissionManager(VehicleNode):
         self.plan = self.publisher(f"/{self.vehicle}/mission", Mission, latched=True)
         self.status = self.publisher(f"/{self.vehicle}/mission_status", MissionStatus,
                                      latched=True)
-        awaited = self.param("await", [], "inputs a step waits for at its stamp: "
-                             "[geofence_status] or []").value
-        if set(awaited) - {"geofence_status"}:
-            raise ValueError(f"{self.name}: can await geofence_status only, got {awaited}")
-        self.ticker = StepTicker(self, float(self.param("rate_hz", 10.0).value), self._tick,
-                                 self.param("trigger", "clock", "clock | estimate").value,
-                                 awaited)
+        self.ticker = StepTicker.from_params(self, float(self.param("rate_hz", 10.0).value),
+                                             self._tick, ("geofence_status",))
         self._publish_status()
 
     def _load(self, path: str, inline: list) -> tuple[GeoMission | None, Mission | None]:
@@ -177,7 +172,7 @@ class MissionManager(VehicleNode):
         self.guard = msg
         if "geofence_status" in self.ticker.latest:
             self.ticker.arrived("geofence_status", msg.header.stamp_ns)
-        else:  # nothing waits for it: act on it now
+        else:  # no step waits for it: act on it now
             self._take_guard()
             self._publish_status()
 

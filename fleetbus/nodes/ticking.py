@@ -40,6 +40,21 @@ class StepTicker:
             node.subscribe(f"/{vehicle}/odometry_unready", Diagnostic,
                            lambda msg: self.unready(msg.header.stamp_ns))
 
+    @classmethod
+    def from_params(cls, node: Node, rate_hz: float, step: Callable[[int], None],
+                    can_await: Sequence[str] = ()) -> StepTicker:
+        """A ticker set by the node's `trigger` parameter and, if it can await any of
+        `can_await`, its `await` parameter (refused by name when it lists another)."""
+        trigger = node.param("trigger", "clock", "clock: step on the node's clock | "
+                             "estimate: on the first estimate of each period").value
+        awaited = node.param("await", [], f"inputs a step waits for at its stamp, of "
+                             f"{', '.join(can_await)}").value if can_await else []
+        unknown = sorted(set(awaited) - set(can_await))
+        if unknown:
+            raise ValueError(f"{node.name}: cannot await {unknown} (only "
+                             f"{', '.join(can_await)})")
+        return cls(node, rate_hz, step, trigger, awaited)
+
     def estimate(self, stamp_ns: int) -> None:
         """An estimate stamped `stamp_ns` arrived (call it from the odometry callback)."""
         if self.trigger == "estimate" and stamp_ns >= self.next_ns:
@@ -55,9 +70,10 @@ class StepTicker:
             self.step(stamp_ns)
 
     def arrived(self, name: str, stamp_ns: int) -> None:
-        """An awaited input stamped `stamp_ns` arrived."""
-        self.latest[name] = max(self.latest[name], stamp_ns)
-        self.retry()
+        """An input stamped `stamp_ns` arrived (ignored unless it is awaited)."""
+        if name in self.latest:
+            self.latest[name] = max(self.latest[name], stamp_ns)
+            self.retry()
 
     def retry(self) -> None:
         """Run the pending step if nothing it awaits is missing (also call it when a
