@@ -63,6 +63,7 @@ class Harness:
             node.guard = node.publisher(f"/{vehicle}/geofence_status", GeofenceStatus)
             node.orders = node.publisher(f"/{vehicle}/mission_command", MissionCommand)
             node.fence = node.publisher("/geofence", GeofenceMsg, latched=True)
+            node.planner = node.publisher("/events", Event)  # stands in for the planner's
 
         self.rec = bus.node("rec", setup)
         self.manager: MissionManager | None = None
@@ -72,7 +73,8 @@ class Harness:
         self.manager = self.bus.start(MissionManager("mission", params={
             "vehicle_id": self.vehicle, "vehicle_type": kind, **params},
             config=BusConfig.from_env(clock="sim")))
-        pubs = [self.rec.ticks, self.rec.odom, self.rec.guard, self.rec.orders]
+        pubs = [self.rec.ticks, self.rec.odom, self.rec.guard, self.rec.orders,
+                self.rec.planner]
         if "mission" in params:
             pubs.append(self.rec.fence)
         wait_until(lambda: all(p.subscribers for p in pubs)
@@ -321,6 +323,38 @@ def test_a_mission_that_runs_late_fails_and_holds(bus):
     assert event.severity == "error" and "5 s" in event.message
     hold = h.wait_missions(2)
     assert hold.mission_id == "car1-mission/failed" and xyz(hold) == [(4, 0, 0)]
+
+
+def test_a_leg_the_planner_cannot_plan_fails_the_mission(bus):
+    """The planner's plan_failed event for the leg last sent fails the mission with its
+    reason (and a hold is sent); one for another vehicle or an older leg does not."""
+    h = Harness(bus)
+    manager = h.start(waypoints=CAR_WAYPOINTS)
+    h.at(0.0, 0, 0)
+    leg = h.wait_missions(1)
+
+    def refuse(vehicle: str, stamp_ns: int, why: str) -> None:
+        event = Event(source=f"/{vehicle}/planner", kind="plan_failed", severity="error",
+                      message=f"{vehicle}: mission {leg.mission_id!r}: {why}: holding",
+                      data={"vehicle_id": vehicle, "mission_id": leg.mission_id,
+                            "mission_stamp_ns": str(stamp_ns)})
+        run_on(h.rec, lambda: h.rec.planner.publish(event))
+
+    refuse("car2", leg.header.stamp_ns, "another vehicle's")
+    refuse("car1", leg.header.stamp_ns - 1, "an older leg's")
+    wait_until(lambda: len([e for e in h.events if e.kind == "plan_failed"]) == 2,
+               what="both stray refusals")
+    h.at(1.0, 1, 0, speed=1.0)
+    assert manager.mode == "mission" and manager.plan_failure == ""
+    refuse("car1", leg.header.stamp_ns, "too_tight: the bend is too tight")
+    wait_until(lambda: manager.plan_failure, what="the refusal taken")
+    h.at(2.0, 2, 0, speed=1.0)
+    status = h.wait_status("failed", 0, "cannot be planned")
+    assert "the bend is too tight" in status.message
+    event = wait_until(lambda: h.mission_events("failed"), what="the failed event")[0]
+    assert event.severity == "error" and "too tight" in event.message
+    hold = h.wait_missions(2)  # where the estimate before that step put it
+    assert hold.mission_id == "car1-mission/failed" and xyz(hold) == [(1, 0, 0)]
 
 
 def test_a_completed_mission_never_times_out_and_is_started_again_not_resumed(bus):

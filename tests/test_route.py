@@ -1,9 +1,12 @@
 """Routes (no bus): the speed profile keeps the guard's margin free ahead, honours the
-speeds a mission asks for per leg, and the envelope's safe speed inverts the margin."""
+speeds a mission asks for per leg, and the envelope's safe speed inverts the margin; a car
+starting inside its margin eases out, takes bends on arcs it can steer, and is refused a
+bend too tight for it."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -109,3 +112,49 @@ def test_a_drone_passes_each_waypoint_within_its_tolerance():
     assert np.all(route.speeds[stops] == 0.0)
     rounded = RoutePlanner(FIELD, DRONE).plan([10.0, 20.0], waypoints)  # no tolerance given
     assert not np.isinf(rounded.smoothed.curvature).any()
+
+
+CAR = replace(ENVELOPES["car"], max_speed_mps=3.0)  # margin 2.7 m
+LANE = Zone.polygon("lane", [(0, -7), (100, -7), (100, 7), (0, 7)])
+
+
+def _side_road(width: float) -> Geofence:
+    return Geofence([LANE, Zone.polygon("side", [(86, -7), (86 + width, -7),
+                                                 (86 + width, 80), (86, 80)])])
+
+
+def test_a_car_starting_inside_its_margin_eases_out_to_it():
+    """1.5 m from the lane's edge, inside the 2.7 m margin: the route is not refused but
+    leaves at a shallow angle, never closer to the edge than the start, and keeps the
+    full margin once out."""
+    fence = Geofence([LANE])
+    route = RoutePlanner(fence, CAR).plan([10.0, -5.5], [[90.0, 0.0]])
+    assert route.ok, route.message
+    points = route.smoothed.points
+    depth = fence.signed_distance(points)
+    assert depth.min() >= 1.5 * 0.95 - 1e-9
+    assert np.all(depth[points[:, 0] > 40.0] >= CAR.margin_m - 1e-6)
+    assert np.abs(np.diff(route.smoothed.heading)).max() < 0.15  # no sharp lead-in
+    refused = RoutePlanner(fence, CAR).plan([10.0, -7.5], [[90.0, 0.0]])  # outside
+    assert refused.status == "start_blocked"
+
+
+@pytest.mark.parametrize("width", [24.0, 14.0])
+def test_a_car_takes_a_right_angle_bend_on_arcs_it_can_steer(width):
+    """From a start inside the margin (where the clearance re-plan used to be refused),
+    the bend into a side road is one arc no tighter than the car's turn radius."""
+    fence = _side_road(width)
+    route = RoutePlanner(fence, CAR).plan([11.0, -4.2], [[70.0, -3.0], [86 + width / 2, 40]])
+    assert route.ok and route.smoothed.ok, route.message
+    assert np.abs(route.smoothed.curvature).max() <= 1.0 / CAR.turn_radius_m + 1e-9
+    assert fence.signed_distance(route.smoothed.points).min() > 2.0
+
+
+def test_a_bend_too_tight_for_a_car_is_refused_where_it_is():
+    route = RoutePlanner(_side_road(6.0), CAR).plan([12.0, -3.0], [[70.0, -3.0], [89, 40]])
+    assert route.status == "too_tight"
+    assert "bend at (87." in route.message and "turn radius of 5.0 m" in route.message
+    slow_drone = replace(DRONE, max_speed_mps=2.0)  # a margin of 2.4 m
+    drone = RoutePlanner(_side_road(6.0), slow_drone).plan([12.0, -3.0],
+                                                          [[70.0, -3.0], [89, 40]])
+    assert drone.ok, drone.message  # a vehicle that turns on the spot stops there instead

@@ -19,6 +19,10 @@ commands the vehicle and the manager sends nothing. Once the guard lets go, what
 going on resumes from where the vehicle is (the remaining waypoints, the return, ...).
 Orders received meanwhile are taken, and carried out then.
 
+A leg the planner cannot plan (no way through, a bend too tight for a car, a waypoint
+within the margin) fails the mission, with the planner's reason; the planner holds the
+vehicle meanwhile.
+
 Orders (`/<id>/mission_command`): start (from the first waypoint when idle, completed or
 failed; as resume while holding, returning or landing), resume (the remaining waypoints),
 hold, return, land. Each one is answered with an event saying whether it was carried out.
@@ -34,10 +38,10 @@ hold_s, yaw_rad}): exactly one; `return_home` (default: the file's, else false),
 `geofence_topic` (/geofence), `start_delay_s` (0), `timeout_s` (0: none; sim seconds from
 the start), `autostart` (true), `rate_hz` (10), `trigger` (clock | estimate), `await`
 ([geofence_status] or []).
-Topics: `/<id>/odometry`, `/<id>/geofence_status`, `/<id>/mission_command` and the
-geofence (GeoJSON missions only) in; `/<id>/mission` (Mission, latched),
-`/<id>/mission_status` (MissionStatus, latched, every step) and `/events`
-(kind "mission", data["event"] saying what happened) out.
+Topics: `/<id>/odometry`, `/<id>/geofence_status`, `/<id>/mission_command`, the
+geofence (GeoJSON missions only) and the planner's "plan_failed" events on `/events` in;
+`/<id>/mission` (Mission, latched), `/<id>/mission_status` (MissionStatus, latched, every
+step) and `/events` (kind "mission", data["event"] saying what happened) out.
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from fleetbus.estimation import Estimate
-from fleetbus.messages import Geofence as GeofenceMsg
 from fleetbus.messages import (
+    Event,
     GeofenceStatus,
     Header,
     Mission,
@@ -59,6 +63,7 @@ from fleetbus.messages import (
     Vector3,
     Waypoint,
 )
+from fleetbus.messages import Geofence as GeofenceMsg
 from fleetbus.missions import GeoMission, MissionError, MissionTracker, enu_mission, read_mission
 from fleetbus.nodes.conversions import COMMANDS
 from fleetbus.nodes.ticking import StepTicker
@@ -110,6 +115,8 @@ class MissionManager(VehicleNode):
         self.subscribe(f"/{self.vehicle}/odometry", Odometry, self._on_odometry)
         self.subscribe(f"/{self.vehicle}/geofence_status", GeofenceStatus, self._on_guard)
         self.subscribe(f"/{self.vehicle}/mission_command", MissionCommand, self._on_command)
+        self.plan_failure = ""  # why the planner cannot plan the leg last sent, if it cannot
+        self.subscribe("/events", Event, self._on_event)
         self.plan = self.publisher(f"/{self.vehicle}/mission", Mission, latched=True)
         self.status = self.publisher(f"/{self.vehicle}/mission_status", MissionStatus,
                                      latched=True)
@@ -195,6 +202,15 @@ class MissionManager(VehicleNode):
                         f"{msg.failsafe} for zone {msg.zone_id!r}", action=msg.failsafe,
                         zone_id=msg.zone_id, failsafes=str(self.failsafes))
 
+    def _on_event(self, msg: Event) -> None:
+        """The planner's word that the mission's current leg cannot be planned (it holds
+        the vehicle meanwhile): the mission fails at the next step."""
+        if (msg.kind == "plan_failed" and msg.data.get("vehicle_id") == self.vehicle
+                and self.mission is not None
+                and msg.data.get("mission_id") == self.mission.mission_id
+                and msg.data.get("mission_stamp_ns") == str(self.plan_stamp_ns)):
+            self.plan_failure = msg.message.removeprefix(f"{self.vehicle}: ")
+
     def _on_command(self, msg: MissionCommand) -> None:
         if msg.vehicle_id not in ("", self.vehicle):
             self._count("wrong_vehicle", f"an order for {msg.vehicle_id!r} on "
@@ -229,11 +245,16 @@ class MissionManager(VehicleNode):
                     now >= self.first_estimate_s + self.start_delay):
                 self._begin()
         elif self._late(now):
-            self._switch("failed", f"not completed within {self.timeout:g} s")
-            self._event("failed", "error", f"mission {self.mission.mission_id!r} failed: "
-                        f"{self.note}")
+            self._fail(f"not completed within {self.timeout:g} s")
+        elif self.plan_failure and self.mode == "mission":
+            self._fail(f"cannot be planned: {self.plan_failure}")
         elif self.failsafe == "none" and self.estimate is not None:
             self._follow(self.estimate)
+
+    def _fail(self, why: str) -> None:
+        self.plan_failure = ""
+        self._switch("failed", why)
+        self._event("failed", "error", f"mission {self.mission.mission_id!r} failed: {why}")
 
     def _late(self, now: float) -> bool:
         """Whether a running mission has overrun its timeout (a completed one never has)."""
@@ -319,7 +340,7 @@ class MissionManager(VehicleNode):
         self._send(mission_id, [waypoint])
 
     def _send(self, mission_id: str, waypoints: list[Waypoint]) -> None:
-        self.plan_stamp_ns = self.time_ns
+        self.plan_stamp_ns, self.plan_failure = self.time_ns, ""
         self.plan.publish(Mission(header=Header(stamp_ns=self.time_ns, frame_id="map"),
                                   mission_id=mission_id, vehicle_id=self.vehicle,
                                   waypoints=waypoints, return_home=False))

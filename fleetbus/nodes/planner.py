@@ -156,9 +156,7 @@ class PlannerNode(VehicleNode):
             self.fence.check_points(points, [f"waypoint {k}" for k in range(len(goals))])
         except GeofenceError as exc:
             self._count("invalid_mission", str(exc))
-            self.vehicle_event("plan_failed", "error",
-                               f"mission {self.mission.mission_id!r}: {exc}: holding")
-            self._publish_hold()
+            self._plan_failed(str(exc), "invalid_mission")
             return
         altitude = margin = None
         if drone:
@@ -176,9 +174,7 @@ class PlannerNode(VehicleNode):
         elapsed_ms = (time.perf_counter() - began) * 1e3
         if not route.ok:
             self._count("plan_failed", route.message)
-            self.vehicle_event("plan_failed", "error", f"mission {self.mission.mission_id!r}: "
-                        f"{route.status}: {route.message}: holding")
-            self._publish_hold()
+            self._plan_failed(f"{route.status}: {route.message}", route.status)
             return
         self.plans += 1
         self._publish(route)
@@ -187,6 +183,15 @@ class PlannerNode(VehicleNode):
                     f"{elapsed_ms:.1f} ms" + (f"; {route.message}" if route.message else ""),
                     {"length_m": f"{route.length_m:.3f}", "plan_ms": f"{elapsed_ms:.2f}",
                      "clearance_m": f"{route.clearance_m:.3f}"})
+
+    def _plan_failed(self, why: str, status: str) -> None:
+        """Say why the mission cannot be planned (the mission manager fails it on this
+        event, which names the mission and the stamp of its leg), and hold."""
+        self.vehicle_event("plan_failed", "error", f"mission {self.mission.mission_id!r}: "
+                           f"{why}: holding",
+                           {"mission_id": self.mission.mission_id, "status": status,
+                            "mission_stamp_ns": str(self.mission.header.stamp_ns)})
+        self._publish_hold()
 
     def _publish_hold(self) -> None:
         """An empty path (and corridor): the controller stops the vehicle where it is."""

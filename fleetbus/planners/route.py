@@ -5,6 +5,12 @@ The margin a route keeps from the fence is the vehicle's radius, k standard devi
 its position estimate and its stopping distance at top speed, and its speed profile keeps
 the geofence guard's margin free straight ahead at every point (see envelope.py), so a
 vehicle following its route never looks like a breach to the guard.
+
+A vehicle that starts inside its margin (placed there, or pushed by wind) is not refused:
+around the start, the route may use the free space at the start's own depth and eases out
+to the full margin at a shallow angle. A vehicle that cannot turn on the spot gets no route
+with a corner its turn radius cannot take within its tracking tolerance (status
+"too_tight", naming the bend), even after re-planning with more clearance.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import shapely
-from shapely.geometry import LineString
+from shapely.geometry import LineString, Point, box
 from shapely.geometry.base import BaseGeometry
 
 from fleetbus.planners.corridor import CorridorCell, convex_corridor
@@ -25,13 +32,20 @@ from fleetbus.planners.geofence import ERODE_QUAD_SEGS, ERODE_SCALE, Geofence
 from fleetbus.planners.smoothing import SmoothedPath, fillet_path, speed_profile
 from fleetbus.planners.visibility import PlanResult, Status, VisibilityPlanner
 
+RouteStatus = Status | Literal["too_tight"]
+
 CLEARANCE_ATTEMPTS = 3  # re-plans with more clearance before corners are left sharp
 CLEARANCE_SLACK = 1.1  # clearance asked for, per clearance a corner needed
+# A vehicle that starts closer to the fence than its margin gets room at its own depth
+# around the start, so long that a route easing back to the full margin turns by at most
+# this slope where the room ends (a car takes that bend at any speed).
+START_ROOM_SLOPE = 0.1
+START_ROOM_DEPTH = 0.95  # of the start's own clearance: the start stays strictly inside
 
 
 @dataclass(frozen=True, eq=False)
 class Route:
-    status: Status
+    status: RouteStatus
     message: str = ""
     polyline: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # shortest, (K, 2)
     smoothed: SmoothedPath | None = None
@@ -68,6 +82,30 @@ class RoutePlanner:
                 self.vehicle.margin_m + clearance_m, self.altitude_m, self.vertical_margin_m)
         return self._free[clearance_m]
 
+    def space(self, start: np.ndarray, clearance_m: float = 0.0) -> BaseGeometry:
+        """Where a route from `start` may go: the free space at the margin plus
+        clearance_m, and, when the start is closer to the fence than that (placed there,
+        or pushed by wind or a current), the free space at the start's own depth in a box
+        around it. The box reaches far enough that the route eases back out to the full
+        margin at a shallow angle, rather than the start being refused."""
+        free = self.free_space(clearance_m)
+        if free.covers(Point(start)):
+            return free
+        depth = self._depth(start) * START_ROOM_DEPTH / ERODE_SCALE
+        if depth <= 0.0:
+            return free  # outside the fence, or on its edge: the start stays refused
+        reach = (self.vehicle.margin_m + clearance_m - depth) / START_ROOM_SLOPE
+        x, y = start
+        room = self.fence.free_space(depth, self.altitude_m, self.vertical_margin_m)
+        return shapely.union(free, room.intersection(box(x - reach, y - reach,
+                                                         x + reach, y + reach)))
+
+    def _depth(self, point: np.ndarray) -> float:
+        """How far inside the fence the point lies (0 outside), at the planner's altitude."""
+        region = self.fence.free_space(0.0, self.altitude_m, self.vertical_margin_m)
+        p = Point(point)
+        return float(region.boundary.distance(p)) if region.covers(p) else 0.0
+
     def plan(self, start: Sequence[float], waypoints: Sequence[Sequence[float]],
              v_start: float = 0.0, leg_speeds: Sequence[float] | None = None,
              tolerances_m: Sequence[float] | None = None) -> Route:
@@ -78,7 +116,7 @@ class RoutePlanner:
         stops = [np.asarray(p, float)[:2] for p in (start, *waypoints)]
         clearance, best = 0.0, None
         for _ in range(CLEARANCE_ATTEMPTS):
-            legs = self._legs(stops, self.free_space(clearance))
+            legs = self._legs(stops, self.space(stops[0], clearance))
             if not all(leg.ok for leg in legs):
                 failed = next(leg for leg in legs if not leg.ok)
                 if best is None:
@@ -86,7 +124,8 @@ class RoutePlanner:
                     return self.route
                 break  # the extra clearance closed a passage: keep the sharper route
             polyline = _join(legs)
-            smoothed = self._smooth(polyline, self._exact_waypoints(legs, tolerances_m))
+            smoothed = self._smooth(polyline, stops[0],
+                                    self._exact_waypoints(legs, tolerances_m))
             best = (polyline, smoothed, clearance)
             needed = [c.needed_clearance_m for c in smoothed.tight_corners
                       if c.reason == "blocked"]
@@ -95,18 +134,38 @@ class RoutePlanner:
             clearance = max(clearance, max(needed)) * CLEARANCE_SLACK
         polyline, smoothed, clearance = best
         v = self.vehicle
+        undrivable = self._undrivable(polyline, smoothed)
+        if undrivable:
+            self.route = Route("too_tight", undrivable, altitude_m=self.altitude_m)
+            return self.route
         speeds = speed_profile(smoothed.s, smoothed.curvature, v.max_speed_mps,
                                v.max_lateral_accel_mps2, v.max_accel_mps2, v.max_decel_mps2,
                                v_start=max(v_start, 0.0), v_end=0.0,
                                v_cap=np.minimum(v.safe_speed(self._free_ahead(smoothed)),
                                                 _leg_caps(smoothed, stops, leg_speeds)))
-        corridor = convex_corridor(polyline, self.free_space(), v.corridor_half_width_m)
+        corridor = convex_corridor(polyline, self.space(stops[0]), v.corridor_half_width_m)
         message = "" if smoothed.ok or v.turn_radius_m == 0.0 else (
-            f"{len(smoothed.tight_corners)} corner(s) too tight for a turn radius of "
-            f"{v.turn_radius_m} m: the vehicle must stop there")
+            f"{len(smoothed.tight_corners)} kink(s) sharper than a turn radius of "
+            f"{v.turn_radius_m} m allows, each within the tracking tolerance: the vehicle "
+            "slows to a stop there")
         self.route = Route("ok", message, polyline, smoothed, speeds, tuple(corridor),
                            clearance, self.altitude_m)
         return self.route
+
+    def _undrivable(self, polyline: np.ndarray, smoothed: SmoothedPath) -> str:
+        """Why a vehicle that cannot turn on the spot cannot drive the path ("" when it
+        can): a corner left sharp that its turn radius would cut by more than the tracking
+        tolerance. (A smaller kink it takes slowly, within the tolerance.)"""
+        v = self.vehicle
+        worst = max((c.needed_clearance_m for c in smoothed.tight_corners), default=0.0)
+        if v.turn_radius_m == 0.0 or worst <= v.tracking_tolerance_m:
+            return ""
+        x, y = polyline[next(c.index for c in smoothed.tight_corners
+                             if c.needed_clearance_m == worst)]
+        return (f"the bend at ({x:.1f}, {y:.1f}) is too tight for a turn radius of "
+                f"{v.turn_radius_m} m within the margin of {v.margin_m:.1f} m: the turn "
+                f"would cut it by {worst:.2f} m (tolerance {v.tracking_tolerance_m} m), "
+                "also when planned with more clearance")
 
     def _free_ahead(self, smoothed: SmoothedPath) -> np.ndarray:
         """Free space along the path's heading at each sample, in the fence itself (what
@@ -133,11 +192,12 @@ class RoutePlanner:
             legs.append(leg)
         return legs
 
-    def _smooth(self, polyline: np.ndarray, exact: Sequence[int] = ()) -> SmoothedPath:
+    def _smooth(self, polyline: np.ndarray, start: np.ndarray,
+                exact: Sequence[int] = ()) -> SmoothedPath:
         """Corners rounded to the turn radius; a vehicle that can turn on the spot gets
         the radius it can fly at top speed where it fits, and a stop where it does not or
         where it must pass a vertex exactly."""
-        return fillet_path(polyline, self.free_space(), self._radius(), keep_sharp=exact)
+        return fillet_path(polyline, self.space(start), self._radius(), keep_sharp=exact)
 
     def _radius(self) -> float:
         v = self.vehicle

@@ -202,11 +202,9 @@ CAR = [
          "Down the west road and left into the south road, within the 20 m wide "
          "carriageways."),
     _car("car_near_road_edge", (60.0, -93.0, 0.0), ((130.0, -100.0, 0.0),),
-         "Starting 3 m from the south road's edge, the car pulls to the middle.",
-         xfail="product: the planner refuses a start inside its own margin (5.4 m at 6 m/s) "
-               "although the car is inside the fence and beyond the guard's margin "
-               "(1.5 m): plan_failed 'start_blocked: start (58.96, -94.21) is not in free "
-               "space', the car holds for good, mission 'active' 0/1 at the 60 s limit"),
+         "Starting 3 m from the south road's edge, inside the planner's margin (5.4 m at "
+         "6 m/s) but beyond the guard's (1.5 m): the route eases out to the middle instead "
+         "of the start being refused."),
     _car("car_fast", (50.0, -100.0, 0.0), ((200.0, -100.0, 0.0),),
          "With a 7 m/s envelope (the planner's margin, radius + 3 sigma + stopping "
          "distance, is then 6.7 m of the road's 10 m half width) the car covers 150 m and "
@@ -223,25 +221,22 @@ CAR = [
          node_params={"planner": {"envelope": {"max_speed_mps": 3.0}}}),
     _car("car_wide_bend", (12.0, -3.0, 0.0), ((70.0, -3.0, 0.0), (98.0, 40.0, 0.0)),
          "Past the parked van, then a right-angle bend into a 24 m wide road "
-         "(tests/scenarios/data/car_lane.geojson): room for the car's 5 m turn radius "
-         "even after the planner's margin.", geofence="car_lane.geojson", max_sim_s=70.0,
-         node_params={"planner": {"envelope": {"max_speed_mps": 3.0}}},
-         xfail="product: the planner reports '6 corner(s) too tight for a turn radius of "
-               "5.0 m: the vehicle must stop there' even for this 24 m bend (the route "
-               "hugs the inner corner); a car cannot turn on the spot, so after waypoint 0 "
-               "(19.6 s) it stalls at the bend: mission 'active' 1/2 at the 70 s limit, "
-               "driven 80.0 m of a 115.1 m path, no failure reported"),
+         "(tests/scenarios/data/car_lane.geojson), taken as one arc of the car's 5 m turn "
+         "radius.", geofence="car_lane.geojson", max_sim_s=70.0,
+         node_params={"planner": {"envelope": {"max_speed_mps": 3.0}}}),
     _car("car_tight_bend", (12.0, -3.0, 0.0), ((70.0, -3.0, 0.0), (93.0, 40.0, 0.0)),
-         "As car_lane_parked_van, but the bend is only 14 m wide "
-         "(tests/scenarios/data/car_tight_bend.geojson): too tight for the car's 5 m turn "
-         "radius. The stack should refuse or fail the mission; it must at least never "
-         "leave the lane.", geofence="car_tight_bend.geojson", max_sim_s=70.0,
-         node_params={"planner": {"envelope": {"max_speed_mps": 3.0}}},
-         xfail="product: the planner accepts a path with corners a car cannot drive ('6 "
-               "corner(s) too tight for a turn radius of 5.0 m: the vehicle must stop "
-               "there', but a car cannot turn on the spot); after waypoint 0 (19.6 s) the "
-               "car stalls at the bend and the mission stays 'active' 1/2 at the 70 s "
-               "limit instead of failing (driven 80.0 m of a 114.1 m path)"),
+         "As car_wide_bend, but the bend is only 14 m wide "
+         "(tests/scenarios/data/car_tight_bend.geojson): 8.6 m of it is free of the "
+         "planner's margin, still room for the car's 5 m turn radius.",
+         geofence="car_tight_bend.geojson", max_sim_s=70.0,
+         node_params={"planner": {"envelope": {"max_speed_mps": 3.0}}}),
+    _car("car_alley", (12.0, -3.0, 0.0), ((70.0, -3.0, 0.0), (89.0, 40.0, 0.0)),
+         "The lane turns into a 6 m alley (tests/scenarios/data/car_alley.geojson): with "
+         "the planner's 2.7 m margin off both sides the car's 5 m turn radius cannot make "
+         "the bend, so the mission fails with that reason and the car holds in the lane.",
+         geofence="car_alley.geojson", max_sim_s=40.0, expect="failed",
+         expect_event="too tight for a turn radius",
+         node_params={"planner": {"envelope": {"max_speed_mps": 3.0}}}),
     _car("car_gnss_glitch", (50.0, -100.0, 0.0), ((110.0, -100.0, 0.0),),
          "A GNSS outlier 15 m north at 4 s (off the road) is not followed.", slow=False,
          faults=({"at": 4.0, "target": "car1/gnss", "type": "glitch",

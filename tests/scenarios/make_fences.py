@@ -35,14 +35,20 @@ def fences() -> dict[str, tuple[str, list[Zone]]]:
             Zone.polygon("parked-van", [(40, 1), (46, 1), (46, 8), (40, 8)], inclusion=False,
                          action="hold", priority=1),
         ]),
-        # the same lane with a bend only 14 m wide: too tight for a 5 m turn radius once
-        # the planner's margin is taken off
+        # the same lane with a bend only 14 m wide: tight, but a 5 m turn radius fits
+        # inside the planner's margin
         "car_tight_bend.geojson": ("car", [
             Zone.polygon("lane-east", [(0, -7), (100, -7), (100, 7), (0, 7)], action="hold"),
             Zone.polygon("lane-north", [(86, -7), (100, -7), (100, 80), (86, 80)],
                          action="hold"),
             Zone.polygon("parked-van", [(40, 1), (46, 1), (46, 8), (40, 8)], inclusion=False,
                          action="hold", priority=1),
+        ]),
+        # the lane turning into a 6 m alley: once the planner's margin is off both sides
+        # it is too tight for a car's 5 m turn radius
+        "car_alley.geojson": ("car", [
+            Zone.polygon("lane-east", [(0, -7), (100, -7), (100, 7), (0, 7)], action="hold"),
+            Zone.polygon("alley", [(86, -7), (92, -7), (92, 80), (86, 80)], action="hold"),
         ]),
         # open water with an island: the way east is a 20 m passage south of it
         "ship_narrows.geojson": ("vessel", [
