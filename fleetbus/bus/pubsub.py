@@ -8,7 +8,7 @@ node's event-loop thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -105,9 +105,21 @@ class Publisher(Generic[M]):
         self._seq += 1
         if not self.subscribers and not self.latched:
             return  # nobody listens: ZeroMQ would drop it after we paid for encoding it
-        node = self._node
         payload, buffers = self._codec.encode(msg)
-        stamp = msg.header.stamp_ns if self._stamped else 0  # type: ignore[attr-defined]
+        self._send(payload, buffers,
+                   msg.header.stamp_ns if self._stamped else 0)  # type: ignore[attr-defined]
+
+    def publish_encoded(self, payload: bytes, buffers: Sequence[Any] = (),
+                        stamp_ns: int = 0) -> None:
+        """Send a payload encoded already as this topic's type (a recording's bytes, as
+        they were: a replay is exact). The caller vouches for the type; subscribers still
+        check the payload when they decode it."""
+        self._seq += 1
+        if self.subscribers or self.latched:
+            self._send(payload, list(buffers), stamp_ns)
+
+    def _send(self, payload: bytes, buffers: list[Any], stamp: int) -> None:
+        node = self._node
         header = HEADER_ENCODER.encode(
             FrameHeader(
                 self._codec.type_name,
@@ -131,7 +143,7 @@ class Publisher(Generic[M]):
         else:
             sock.send(payload, 0)
         self.stats.messages += 1
-        self.stats.bytes += len(payload) + sum(b.nbytes for b in buffers)
+        self.stats.bytes += len(payload) + sum(memoryview(b).nbytes for b in buffers)
         if self.latched:
             self._last = [self._frame, header, payload, *buffers]
 
