@@ -39,16 +39,14 @@ from fleetbus.bus.registry import Registry, RegistryRunning
 from fleetbus.bus.registry_client import fetch_graph
 from fleetbus.bus.runner import configure_logging, run, start
 from fleetbus.bus.services import ServiceError
+from fleetbus.cli_error import CliError
 from fleetbus.launch.graph import NodeSpec
 from fleetbus.launch.worker import build
 from fleetbus.messages.base import Message, lookup_type
+from fleetbus.recording.cli import add_recording_commands
 from fleetbus.sim_bridge.hil_cli import add_hil_commands
 
 console = Console()
-
-
-class CliError(Exception):
-    """A user-facing failure: printed without a traceback, exit status 2."""
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -618,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_doctor)
     add_hil_commands(sub)
+    add_recording_commands(sub)
     return parser
 
 

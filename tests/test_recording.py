@@ -14,12 +14,14 @@ import msgpack
 import numpy as np
 from mcap.reader import make_reader
 
+import fleetbus
 from fleetbus.bus.config import BusConfig
 from fleetbus.messages import ArrayMsg, Clock, Event, Header, Odometry, Pose, Vector3, schema_hash
 from fleetbus.messages.codec import Codec
 from fleetbus.recording import mcap_format as fmt
 from fleetbus.recording.player import Player
 from fleetbus.recording.recorder import Recorder
+from fleetbus.recording.replay_check import replay_check
 from fleetbus.recording.writer import McapSink
 from tests.helpers import barrier, run_on, wait_until
 
@@ -90,7 +92,7 @@ def test_every_topic_is_recorded_raw_with_its_schema_and_the_run_s_metadata(bus,
     assert "pose" in json.loads(schema.data)["$defs"]["Odometry"]["properties"]
     assert channel.message_encoding == "msgpack"
     assert channel.metadata["type_name"] == "fleetbus/Odometry"
-    assert channel.metadata["publisher"]
+    assert channel.metadata["publisher"] and channel.metadata["node"] == "/source"
     codec = Codec(Odometry)
     for (_, _, message), sent in zip(by_topic["/car1/odometry"], odoms, strict=True):
         assert message.data == codec.encode(sent)[0]  # the publisher's bytes, exactly
@@ -229,3 +231,61 @@ def test_a_recording_plays_back_byte_for_byte_and_drives_sim_time(bus, tmp_path)
     assert not events  # excluded
     assert "cannot be imported" in player.skipped["/x/unknown"]
     assert player.played == len(sent)
+
+
+class Doubler(fleetbus.Node):
+    """Doubles each input's x (times `gain`), and says the time on a 0.25 s timer."""
+
+    def setup(self) -> None:
+        self.gain = float(self.param("gain", 2.0).value)
+        self.out = self.publisher("/out", Odometry)
+        self.ticks = self.publisher("/ticks", Event)
+        self.subscribe("/in", Odometry, self._on)
+        self.timer(0.25, lambda: self.ticks.publish(Event(
+            header=Header(stamp_ns=self.now_ns()), kind="tick", message=str(self.now_ns()))))
+
+    def _on(self, msg: Odometry) -> None:
+        msg.pose.position.x *= self.gain
+        msg.header.stamp_ns = self.now_ns()
+        self.out.publish(msg)
+
+
+def test_replay_check_passes_the_same_node_and_names_a_changed_field(bus, tmp_path):
+    """Live on sim time, a driver publishes inputs then /clock each 0.1 s while a recorder
+    records; replayed in lockstep, the same node gives the same outputs (its timer's
+    too), and one with another gain differs in pose.position.x only."""
+    sim = BusConfig.from_env(clock="sim")
+
+    def driver_setup(node: Any) -> None:
+        node.inp = node.publisher("/in", Odometry)
+        node.clk = node.publisher("/clock", Clock, latched=True)
+    driver = bus.node("driver", driver_setup)
+    live = bus.start(Doubler("doubler", config=sim))
+    recorder = bus.start(Recorder("recorder", params={
+        "output": str(tmp_path / "live.mcap"), "poll_s": 0.05}, config=sim))
+    wait_until(lambda: driver.inp.subscribers >= 2 and driver.clk.subscribers >= 2
+               and {"/in", "/out", "/ticks", "/clock"} <= set(recorder.subs)
+               and all(s.info().publishers for s in recorder.subs.values()),
+               what="everyone linked")
+    for k in range(1, 21):
+        stamp = k * 100_000_000
+        run_on(driver, lambda k=k, stamp=stamp: (driver.inp.publish(_odometry(k)),
+                                                   driver.clk.publish(Clock(stamp_ns=stamp))))
+        wait_until(lambda stamp=stamp: live.now_ns() == stamp, what=f"live at {stamp}")
+        barrier(live)
+    wait_until(lambda: recorder.subs["/out"].stats.messages == 20
+               and recorder.subs["/ticks"].stats.messages == 8, what="the outputs recorded")
+    _stop(recorder)
+    live.stop()
+
+    files = [tmp_path / "live.mcap"]
+    same = replay_check(files, lambda config: Doubler("doubler", config=config))
+    assert same.ok, same
+    assert same.compared == {"/out": 20, "/ticks": 8}
+    changed = replay_check(files, lambda config: Doubler("doubler", params={"gain": 2.5},
+                                                         config=config))
+    assert not changed.ok
+    assert {d.path for d in changed.differences} == {"pose.position.x"}
+    assert {d.topic for d in changed.differences} == {"/out"}
+    first = changed.differences[0]
+    assert (first.recorded, first.replayed) == (2.0, 2.5)

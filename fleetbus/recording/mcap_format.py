@@ -3,7 +3,7 @@
 One MCAP channel per topic and publisher, so each message keeps its publisher's sequence
 number (`sequence`, the low 32 bits) and its own stamp (`publish_time`); `log_time` is when
 the recorder received it on the bus clock (sim time on a simulated bus). A channel's
-metadata names the message type, its schema hash and the publisher.
+metadata names the message type, its schema hash, the publishing node and whether it latches.
 
 The data is the publisher's MessagePack payload byte for byte, so a replay is exact:
 - `msgpack`: the payload alone, for types without numpy array fields (any MessagePack
@@ -63,10 +63,11 @@ def message_encoding(cls: type | None) -> str:
     return PAYLOAD if cls is not None and not Codec(cls).has_arrays else FRAMES
 
 
-def channel_metadata(type_name: str, hash_: int, publisher: str,
+def channel_metadata(type_name: str, hash_: int, publisher: str, node: str,
                      latched: bool) -> dict[str, str]:
+    """`publisher` is the publishing node's uid (unique per start), `node` its name."""
     return {"type_name": type_name, "schema_hash": f"{hash_:016x}", "publisher": publisher,
-            "latched": "true" if latched else "false"}
+            "node": node, "latched": "true" if latched else "false"}
 
 
 def pack(encoding: str, payload: bytes, buffers: Sequence[Any]) -> bytes:

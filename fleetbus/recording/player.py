@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,14 @@ class Player(Node):
             for channel in (summary.channels.values() if summary else ()):
                 self._publisher(channel)
         self.finished = threading.Event()
+        self.error = ""  # why playing stopped early
         self._running = threading.Event()
         if not self.param("start_paused", False, "wait for resume()").value:
             self._running.set()
         self._quit = threading.Event()
+        # Called on the feeding thread after each instant, with its /clock: a lockstep
+        # driver (replay_check) waits there for the node under test.
+        self.after_group: Callable[[int], None] | None = None
         self._feeder = threading.Thread(target=self._feed, name=f"{self.name}-feed",
                                         daemon=True)
         self._feeder.start()
@@ -97,6 +101,7 @@ class Player(Node):
                 if not self.loop:
                     break
         except Exception as exc:  # a broken file: say so, the node stays up
+            self.error = f"{type(exc).__name__}: {exc}"
             self._count("bad_recording", f"cannot play {self.files}: {exc}", level="error")
         finally:
             self.finished.set()
@@ -127,6 +132,8 @@ class Player(Node):
                             break
                         except TimeoutError:
                             continue  # the node is busy or stopping: _quit tells which
+                    if self.after_group is not None:
+                        self.after_group(done.result())
                     yield
 
     def _groups(self, reader: Any, channels: dict[int, Any]
@@ -143,8 +150,8 @@ class Player(Node):
         if group:
             yield current, group
 
-    def _publish(self, group: list[tuple[Any, Any]]) -> None:
-        """One instant: its messages as recorded, then its /clock."""
+    def _publish(self, group: list[tuple[Any, Any]]) -> int:
+        """One instant: its messages as recorded, then its /clock (returned)."""
         clock_ns = group[0][1].log_time
         for channel, message in group:
             if channel.topic == CLOCK:
@@ -157,6 +164,7 @@ class Player(Node):
             pub.publish_encoded(payload, buffers, message.publish_time)
             self.played += 1
         self.clock_pub.publish(Clock(stamp_ns=clock_ns))
+        return clock_ns
 
     def _publisher(self, channel: Any) -> Publisher | None:
         key = (channel.topic, channel.metadata.get("type_name", ""))

@@ -53,13 +53,14 @@ class Recorder(Node):
         self.metadata = metadata
         self.subs: dict[str, Subscription] = {}
         self.latched: set[str] = set()  # topics whose publishers latch
+        self.node_names: dict[str, str] = {}  # publisher uid -> node name
         self.snapshots: list[Path] = []
         self.ring: deque[tuple] = deque()
         self.sink: McapSink | None = None
         if not self.snapshot_s:
             self.sink = McapSink(self.output, metadata, split_bytes=int(split_mb * 1e6),
                                  split_ns=int(split_s * 1e9))
-            self.sink.latched = self.latched
+            self.sink.latched, self.sink.node_names = self.latched, self.node_names
         if self.snapshot_s:
             self.subscribe("/events", Event, self._on_event)
         self.timer(float(self.param("poll_s", 0.5, "s between looks for new topics").value),
@@ -77,6 +78,7 @@ class Recorder(Node):
         if graph is None:
             return  # the registry is away: the links we have keep working
         for node in graph.nodes:
+            self.node_names[node.uid] = node.name
             for pub in node.publishers:
                 if pub.latched:
                     self.latched.add(pub.topic)
@@ -108,7 +110,7 @@ class Recorder(Node):
                                      f"{self.output.suffix}")
         sink = McapSink(path, {**self.metadata, "snapshot_reason": reason,
                                "snapshot_s": str(self.snapshot_s)})
-        sink.latched = self.latched
+        sink.latched, sink.node_names = self.latched, self.node_names
         for record in self.ring:
             sink.write(*record)
         sink.close(self.status())

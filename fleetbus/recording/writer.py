@@ -24,6 +24,7 @@ class McapSink:
                  split_bytes: int = 0, split_ns: int = 0, chunk_bytes: int = 1 << 20) -> None:
         self.path = Path(path)
         self.latched: set[str] = set()  # topics whose publishers latch (a player does too)
+        self.node_names: dict[str, str] = {}  # publisher uid -> node name
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self.split_bytes, self.split_ns = split_bytes, split_ns
         # The file grows a compressed chunk at a time: small chunks keep a part's size
@@ -99,7 +100,8 @@ class McapSink:
         encoding = fmt.message_encoding(cls)
         channel_id = self._writer.register_channel(
             topic, encoding, schema_id,
-            fmt.channel_metadata(type_name, hash_, publisher, topic in self.latched))
+            fmt.channel_metadata(type_name, hash_, publisher,
+                                 self.node_names.get(publisher, ""), topic in self.latched))
         return channel_id, encoding
 
     def _finish(self, status: Mapping[str, Any]) -> None:

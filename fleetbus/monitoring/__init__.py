@@ -1,0 +1,1 @@
+"""Watching a running bus from outside tools: the Foxglove bridge."""
