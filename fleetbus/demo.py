@@ -6,9 +6,10 @@ shows each vehicle's mission progress, stops when every mission has ended (or at
 `--max-sim-s`), then prints a per-vehicle table -- goals, path length against the
 planner's optimum, tracking error, least geofence clearance, breaches, MPC solve times,
 estimator error, sensor-to-command latency against the graph's budget -- and writes a run
-folder with the trajectories over the fences (PNG), the summary (Markdown and JSON) and
-the launch log. The exit status is 1 when any vehicle breached its fence or did not
-complete its mission.
+folder with the trajectories over the fences (PNG), the summary (Markdown and JSON), the
+launch log and the whole run recorded on sim time (run.mcap: `fleetbus play` replays it,
+`fleetbus replay-check` checks a node against it; --no-record skips it). The exit status
+is 1 when any vehicle breached its fence or did not complete its mission.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "runs"), help="where run folders go")
     parser.add_argument("--max-sim-s", type=float, default=400.0)
     parser.add_argument("--max-wall-s", type=float, default=1800.0)
+    parser.add_argument("--no-record", action="store_true",
+                        help="skip the run's MCAP recording (run.mcap in the run folder)")
     args = parser.parse_args(argv)
     # a TERM (a CI job cancelled, `kill`) unwinds like Ctrl-C: the graph's processes run in
     # sessions of their own and would outlive an abrupt exit
@@ -76,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     bars, update = _bars(vehicles, args.max_sim_s, console)
     with open(folder / "launch.log", "w") as log, bars:
         result = run_missions(graph, BusConfig.from_env(), log, max_sim_s=args.max_sim_s,
-                              max_wall_s=args.max_wall_s, progress=update)
+                              max_wall_s=args.max_wall_s, progress=update,
+                              record=None if args.no_record else folder / "run.mcap")
     summary, runs = result.summary, result.runs
     written = write_run_folder(folder, summary, runs)
+    if not args.no_record:
+        written["recording"] = folder / "run.mcap"
     console.print(render_table(summary))
     for kind, path in written.items():
         console.print(f"{kind}: {path}")

@@ -9,11 +9,13 @@ RunSummary.
 
 from __future__ import annotations
 
+import json
 import resource
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TextIO
 
 from fleetbus.bus.config import BusConfig
@@ -23,9 +25,11 @@ from fleetbus.launch.supervisor import Supervisor
 from fleetbus.messages import MissionStatus
 from fleetbus.missions.report import RunSummary, VehicleRun, summarise
 from fleetbus.nodes.run_observer import RunObserver
+from fleetbus.recording.recorder import Recorder
 
 ENDED = ("completed", "failed")
 SIMULATOR = "fleetbus.nodes.simulator:Simulator"
+RECORDER = "/_mission_run_recorder"
 
 Progress = Callable[[dict[str, MissionStatus | None], float], None]
 
@@ -46,21 +50,30 @@ def graph_vehicles(graph: Graph) -> list[dict[str, Any]]:
 
 def run_missions(graph: Graph, config: BusConfig, log: TextIO, *, max_sim_s: float,
                  max_wall_s: float, progress: Progress | None = None,
-                 poll_s: float = 0.5) -> MissionRun:
+                 poll_s: float = 0.5, record: Path | None = None) -> MissionRun:
     """Launch `graph`, follow it until every mission ended (or `max_sim_s` of sim time or
     `max_wall_s` of wall time passed), stop it, and summarise each vehicle's run.
     `progress` is called every `poll_s` with each vehicle's MissionStatus and the sim
-    time."""
+    time. `record`: an MCAP file to record every topic into, on sim time, with the graph,
+    its parameters, the seed and the fault plan."""
     vehicles = graph_vehicles(graph)
     sim = next(n for n in graph.nodes if n.node_class == SIMULATOR)
+    if record is not None:  # the first step waits until the recorder hears everything
+        sim.params = {**sim.params, "lockstep_await_nodes": [
+            *sim.params.get("lockstep_await_nodes", []), RECORDER]}
     cpu0, wall0 = _cpu_s(), time.monotonic()
     supervisor = Supervisor(graph, config, out=log)
     runner = threading.Thread(target=supervisor.run, name="launch", daemon=True)
     runner.start()
-    observer = RunObserver("/_mission_run_observer", params={"vehicles": vehicles},
-                           config=config)
+    tools: list[Any] = [RunObserver("/_mission_run_observer", params={"vehicles": vehicles},
+                                    config=config)]
+    if record is not None:
+        tools.append(Recorder(RECORDER, params={
+            "output": str(record), "metadata": _run_metadata(graph, sim.params)},
+            config=replace(config, clock="sim")))
+    observer = tools[0]
     try:
-        with start(observer):
+        with start(*tools):
             why = _follow(observer, max_sim_s, max_wall_s, progress, poll_s)
             runs = observer.runs()
             sim_s = observer.sim_time_s()
@@ -68,12 +81,26 @@ def run_missions(graph: Graph, config: BusConfig, log: TextIO, *, max_sim_s: flo
         supervisor.stop()
         runner.join(60)
     wall_s = time.monotonic() - wall0
+    notes = [f"stopped: {why}"]
+    if record is not None:
+        status = tools[1].status()
+        notes.append(f"recorded {tools[1].sink.messages} messages into {record.name}" + (
+            "" if status["complete"] else f", INCOMPLETE: {status['dropped']} dropped"))
     summary = RunSummary(
         vehicles=[summarise(run) for run in runs], graph=graph.name,
         seed=sim.params.get("seed"), sim_time_s=sim_s, wall_time_s=wall_s,
         real_time_factor=sim_s / wall_s if wall_s > 0 else float("nan"),
-        cpu_s=_cpu_s() - cpu0, notes=[f"stopped: {why}"])
+        cpu_s=_cpu_s() - cpu0, notes=notes)
     return MissionRun(summary, runs)
+
+
+def _run_metadata(graph: Graph, sim_params: dict[str, Any]) -> dict[str, str]:
+    """What a recording of the run needs to say how it came about."""
+    return {"graph": graph.name, "seed": json.dumps(sim_params.get("seed")),
+            "faults": json.dumps(sim_params.get("faults", []), default=str),
+            "nodes": json.dumps([{"name": n.name, "namespace": n.namespace,
+                                  "class": n.node_class, "params": n.params,
+                                  "remap": n.remap} for n in graph.nodes], default=str)}
 
 
 def _follow(observer: RunObserver, max_sim_s: float, max_wall_s: float,

@@ -11,7 +11,9 @@ origin latitude/longitude/altitude, and a fault plan: `fault_plan` (a YAML file)
 same for every awaited vehicle, relative to /<id>), `lockstep_timeout_s`
 (wall), `lockstep_startup_timeout_s` (wall, while a controller says it is not ready),
 `lockstep_await_sensors` (start only once every sensor of the awaited vehicles has a
-reader) and `lockstep_policy` (continue | hold).
+reader), `lockstep_await_nodes` (start only once each of these nodes, say a recorder of
+every topic, subscribes to every topic of the graph and is linked to all its publishers)
+and `lockstep_policy` (continue | hold).
 
 Lockstep: the simulator starts once every awaited controller is connected, then advances
 one control period at a time — only after each awaited vehicle has sent a command (and
@@ -42,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from fleetbus.bus.introspect import HIDDEN_PREFIX
 from fleetbus.bus.node import Node
 from fleetbus.bus.pubsub import Publisher
 from fleetbus.bus.registry_client import fetch_graph
@@ -234,6 +237,9 @@ class Simulator(Node):
             "lockstep_await_sensors", False, "start only once each of the awaited vehicles' "
             "sensors has a reader (an estimator that joins late starts from other readings, "
             "and the run does not repeat)").value)
+        self.await_nodes = list(self.param(
+            "lockstep_await_nodes", [], "start only once these nodes subscribe to every "
+            "topic and are linked to all its publishers (a recorder misses nothing)").value)
         self.awaited_vehicles = vehicles
         self.sensors_checked = -math.inf
         self.waiting: set[str] | None = None  # None: not started (controllers connecting)
@@ -317,7 +323,7 @@ class Simulator(Node):
         an awaited vehicle's sensors has joined (an estimator that joined late would start
         from other readings, and the run would not repeat). Asked before the start only,
         once the awaited nodes are linked, so their subscriptions are registered too."""
-        if not self.await_sensors:
+        if not (self.await_sensors or self.await_nodes):
             return True
         if time.monotonic() < self.sensors_checked + SENSOR_CHECK_S:
             return False
@@ -327,7 +333,24 @@ class Simulator(Node):
             return False
         readers = collections.Counter(s.topic for n in graph.nodes for s in n.subscriptions)
         return all(out.publisher.subscribers >= readers[out.publisher.topic]
-                   for v in self.awaited_vehicles for out in self.outputs[v].values())
+                   for v in self.awaited_vehicles for out in self.outputs[v].values()
+                   if self.await_sensors) and self._linked(graph)
+
+    def _linked(self, graph: Any) -> bool:
+        """Whether each awaited node subscribes to every topic the graph's (visible) nodes
+        publish, linked to each of its publishers."""
+        publishers = collections.Counter(
+            pub.topic for n in graph.nodes if not n.name.startswith(HIDDEN_PREFIX)
+            for pub in n.publishers)
+        nodes = {n.name: n for n in graph.nodes}
+        for name in self.await_nodes:
+            node = nodes.get(name)
+            if node is None:
+                return False
+            linked = {s.topic: s.publishers for s in node.subscriptions}
+            if any(linked.get(topic, 0) < count for topic, count in publishers.items()):
+                return False
+        return True
 
     def tick(self) -> None:
         for _ in range(self.steps_per_tick):

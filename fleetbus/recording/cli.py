@@ -121,12 +121,22 @@ def cmd_play(args: argparse.Namespace, config: BusConfig) -> int:
 def cmd_replay_check(args: argparse.Namespace, config: BusConfig) -> int:
     from fleetbus.launch.graph import NodeSpec
     from fleetbus.launch.worker import build
-    from fleetbus.recording.replay_check import replay_check
+    from fleetbus.recording.replay_check import recorded_node, replay_check
 
+    files = [Path(f) for f in args.files]
     params = {k: yaml.safe_load(v) for k, v in _pairs(args.param, "=", "--param").items()}
-    spec = NodeSpec(name=args.name or args.node.rpartition(":")[2].lower(),
-                    node_class=args.node, namespace=args.namespace, params=params)
-    result = replay_check([Path(f) for f in args.files],
+    if ":" in args.node:
+        spec = NodeSpec(name=args.name or args.node.rpartition(":")[2].lower(),
+                        node_class=args.node, namespace=args.namespace, params=params)
+    else:  # a node of the recorded graph, as it ran there (parameters may be overridden)
+        try:
+            node = recorded_node(files, args.node)
+        except KeyError as exc:
+            raise CliError(str(exc.args[0])) from None
+        spec = NodeSpec(name=node["name"], node_class=node["class"],
+                        namespace=node["namespace"], params={**node["params"], **params},
+                        remap=node["remap"])
+    result = replay_check(files,
                           lambda node_config: build(spec, node_config),
                           tolerance=args.tolerance, ignore=tuple(args.ignore))
     if args.json:
@@ -183,7 +193,9 @@ def add_recording_commands(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("replay-check", help="run a node on a recording's inputs in lockstep "
                        "and compare its outputs with the recorded ones")
     c.add_argument("files", nargs="+")
-    c.add_argument("--node", required=True, help="package.module:Class")
+    c.add_argument("--node", required=True, help="package.module:Class, or the name of a "
+                   "node of the recorded graph (e.g. /car1/fusion: class and parameters "
+                   "from the recording)")
     c.add_argument("--name", help="its name as recorded (default: the class in lower case)")
     c.add_argument("--namespace", default="")
     c.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")

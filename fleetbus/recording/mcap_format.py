@@ -17,16 +17,14 @@ gets schema id 0 and only the metadata.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import msgpack
-import msgspec
-import numpy as np
 
-from fleetbus.messages import lookup_type, schema_hash
+from fleetbus.messages import schema_hash
 from fleetbus.messages.codec import Codec
+from fleetbus.messages.json_schema import json_schema
 
 PROFILE = "fleetbus"
 PAYLOAD = "msgpack"
@@ -38,24 +36,9 @@ RUN_METADATA = "fleetbus.run"
 STATUS_METADATA = "fleetbus.recording"
 
 
-def message_class(type_name: str) -> type | None:
-    """The class of a wire type name, or None when it cannot be imported here."""
-    try:
-        return lookup_type(type_name)
-    except KeyError:
-        return None
-
-
 def schema_json(cls: type) -> bytes:
-    return json.dumps(msgspec.json.schema(cls, schema_hook=_array_schema),
-                      sort_keys=True).encode()
-
-
-def _array_schema(kind: type) -> dict[str, Any]:
-    if kind is np.ndarray:
-        return {"description": "numpy array: in the payload a MessagePack extension 1 "
-                "[buffer index, dtype, shape] naming one of the raw buffers after it"}
-    raise NotImplementedError(f"no JSON Schema for {kind.__name__}")
+    return json_schema(cls, "numpy array: in the payload a MessagePack extension 1 [buffer "
+                            "index, dtype, shape] naming one of the raw buffers after it")
 
 
 def message_encoding(cls: type | None) -> str:

@@ -33,6 +33,7 @@ from fleetbus.bus.node import Node
 from fleetbus.bus.pubsub import Publisher
 from fleetbus.messages import Clock
 from fleetbus.messages.codec import Codec
+from fleetbus.messages.json_schema import wire_class
 from fleetbus.recording import mcap_format as fmt
 
 CLOCK = "/clock"
@@ -110,8 +111,7 @@ class Player(Node):
         start_wall = start_log = None
         for path in self.files:
             with path.open("rb") as f:
-                channels: dict[int, Any] = {}
-                for group_log, group in self._groups(make_reader(f), channels):
+                for group_log, group in self._groups(make_reader(f)):
                     self._running.wait()
                     if self._quit.is_set():
                         return
@@ -136,8 +136,7 @@ class Player(Node):
                         self.after_group(done.result())
                     yield
 
-    def _groups(self, reader: Any, channels: dict[int, Any]
-                ) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
+    def _groups(self, reader: Any) -> Iterator[tuple[int, list[tuple[Any, Any]]]]:
         """The recording's messages by log time: (log time, [(channel, message), ...])."""
         group: list[tuple[Any, Any]] = []
         current = None
@@ -175,7 +174,7 @@ class Player(Node):
         if not any(fnmatch.fnmatchcase(topic, p) for p in self.patterns) or any(
                 fnmatch.fnmatchcase(topic, p) for p in self.exclude):
             return None
-        cls = fmt.message_class(type_name)
+        cls = wire_class(type_name)
         if cls is None:
             why = f"type {type_name!r} cannot be imported here"
         elif not fmt.same_schema(cls, channel.metadata.get("schema_hash", "")):

@@ -1,8 +1,9 @@
 """The recorder node: topics of the bus into MCAP (see mcap_format.py for the layout).
 
 It subscribes to every topic matching `topics` (glob patterns; default all) and not
-`exclude`, found in the registry's graph every `poll_s`, so topics that appear later are
-recorded from their first publisher's arrival. A recorder is one more subscriber: it never
+`exclude`, found in the registry's graph every `poll_s` (wall time, also while a
+simulator waits), so topics that appear later are recorded from their first publisher's
+arrival. A recorder is one more subscriber: it never
 slows a publisher. One that falls behind loses messages in its receive queue; the
 publishers' sequence numbers show each gap, which is counted per topic and written into
 the file's status record, and the file is marked incomplete.
@@ -25,13 +26,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from fleetbus.bus.graph_watch import GraphWatch
 from fleetbus.bus.node import Node
+from fleetbus.bus.protocol import Graph
 from fleetbus.bus.pubsub import AnyMessage, Subscription
-from fleetbus.bus.registry_client import fetch_graph
 from fleetbus.messages import Event
 from fleetbus.recording.writer import McapSink
-
-GRAPH_TIMEOUT_S = 0.2  # the registry is local: it answers in well under a millisecond
 
 
 class Recorder(Node):
@@ -63,9 +63,8 @@ class Recorder(Node):
             self.sink.latched, self.sink.node_names = self.latched, self.node_names
         if self.snapshot_s:
             self.subscribe("/events", Event, self._on_event)
-        self.timer(float(self.param("poll_s", 0.5, "s between looks for new topics").value),
-                   self._discover)
-        self._discover()
+        self.watch_graph = GraphWatch(self, float(self.param(
+            "poll_s", 0.5, "wall s between looks for new topics").value), self._discover)
 
     # -- topics ---------------------------------------------------------------------------
 
@@ -73,10 +72,7 @@ class Recorder(Node):
         return (any(fnmatch.fnmatchcase(topic, p) for p in self.patterns)
                 and not any(fnmatch.fnmatchcase(topic, p) for p in self.exclude))
 
-    def _discover(self) -> None:
-        graph = fetch_graph(self.config, GRAPH_TIMEOUT_S, self._context)
-        if graph is None:
-            return  # the registry is away: the links we have keep working
+    def _discover(self, graph: Graph) -> None:
         for node in graph.nodes:
             self.node_names[node.uid] = node.name
             for pub in node.publishers:
@@ -133,6 +129,7 @@ class Recorder(Node):
                 "topics": sorted(self.subs)}
 
     def teardown(self) -> None:
+        self.watch_graph.close()
         if self.sink is not None:
             status = self.status()
             self.sink.close(status)

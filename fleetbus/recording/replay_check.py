@@ -14,6 +14,7 @@ by field: numbers within a relative tolerance, everything else exactly.
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import tempfile
 import time
@@ -78,6 +79,22 @@ class _Capture(Node):
         self.last_s = time.monotonic()
 
 
+def recorded_node(files: list[Path], name: str) -> dict[str, Any]:
+    """The class, name, namespace, parameters and remaps of the node `name` (e.g.
+    /car1/fusion) as the recording's run metadata lists them (`make demo` and the
+    scenario runs write it); KeyError naming the nodes there otherwise."""
+    with files[0].open("rb") as f:
+        run = next((m.metadata for m in make_reader(f).iter_metadata()
+                    if m.name == fmt.RUN_METADATA), {})
+    nodes = json.loads(run.get("nodes", "[]"))
+    full = {("/" + "/".join(p for p in (n["namespace"].strip("/"), n["name"]) if p)): n
+            for n in nodes}
+    if name not in full:
+        raise KeyError(f"the recording lists no node {name!r}; it has: "
+                       f"{', '.join(sorted(full)) or 'none (no run metadata)'}")
+    return full[name]
+
+
 def replay_check(files: list[Path], make_node: Callable[[BusConfig], Node],
                  tolerance: float = 1e-9, ignore: tuple[str, ...] = ()) -> CheckResult:
     """Run the node `make_node(config)` builds against the recording `files` and compare.
@@ -102,8 +119,8 @@ def _check(files: list[Path], make_node: Callable[[BusConfig], Node], tolerance:
         player = Player("/_replay_player", params={
             "files": [str(f) for f in files], "rate": 0.0, "delay_s": 0.0,
             "start_paused": True, "topics": inputs}, config=wall)
-        player.after_group = lambda clock_ns: _step_done(node, clock_ns)
         with start(capture, player):
+            player.after_group = lambda clock_ns: _step_done(node, clock_ns)  # still paused
             _wait_links(node, player, outputs)
             player.resume()
             player.finished.wait()

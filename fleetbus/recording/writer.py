@@ -13,6 +13,7 @@ from typing import Any
 from mcap.writer import CompressionType, Writer
 
 import fleetbus
+from fleetbus.messages.json_schema import wire_class
 from fleetbus.recording import mcap_format as fmt
 
 
@@ -90,7 +91,7 @@ class McapSink:
 
     def _channel(self, topic: str, type_name: str, hash_: int, publisher: str
                  ) -> tuple[int, str]:
-        cls = fmt.message_class(type_name)
+        cls = wire_class(type_name)
         schema_id = 0
         if cls is not None:
             schema_id = self._schemas.get(type_name, 0)
