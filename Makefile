@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.sim_rtf --processes
 	$(PY) -m benchmarks.fleet_rtf
 	$(PY) -m benchmarks.fusion_cpu
+	$(PY) -m benchmarks.recording_throughput
 
 bench-check: $(STAMP)
 	$(PY) -m benchmarks.report --quick --check benchmarks/results/baseline.json

@@ -184,9 +184,10 @@ class Outcome:
 
 
 def run_scenario(scenario: Scenario, folder: Path, seed: int | None = None,
-                 max_wall_s: float | None = None) -> Outcome:
+                 max_wall_s: float | None = None, record: Path | None = None) -> Outcome:
     """Launch the scenario's graph (bus from the environment: use the `bus_env` fixture),
-    run it to the end of its mission or its sim-time limit, and return what happened."""
+    run it to the end of its mission or its sim-time limit, and return what happened;
+    `record`: an MCAP file to record the run into."""
     graph = load_graph(scenario, folder, seed)
     config = BusConfig.from_env()
     vid = vehicle_id(scenario)
@@ -199,6 +200,6 @@ def run_scenario(scenario: Scenario, folder: Path, seed: int | None = None,
     with open(log_path, "w") as log, start(recorder):
         run = run_missions(graph, config, log, max_sim_s=scenario.max_sim_s,
                            max_wall_s=max_wall_s or scenario.max_wall_s, progress=crash,
-                           poll_s=0.2)
+                           poll_s=0.2, record=record)
         commands, fault_events = recorder.recorded()
     return Outcome(run, commands, fault_events, crash, log_path)
