@@ -43,6 +43,7 @@ from fleetbus.cli_error import CliError
 from fleetbus.launch.graph import NodeSpec
 from fleetbus.launch.worker import build
 from fleetbus.messages.base import Message, lookup_type
+from fleetbus.monitoring.fleet_status import add_fleet_command
 from fleetbus.recording.cli import add_recording_commands
 from fleetbus.sim_bridge.hil_cli import add_hil_commands
 
@@ -617,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_doctor)
     add_hil_commands(sub)
     add_recording_commands(sub)
+    add_fleet_command(sub)
     return parser
 
 
