@@ -142,6 +142,7 @@ def cmd_replay_check(args: argparse.Namespace, config: BusConfig) -> int:
     if args.json:
         print(json.dumps({"ok": result.ok, "node": result.node, "recorded": result.recorded,
                           "replayed": result.replayed, "compared": result.compared,
+                          "beyond_end": result.beyond_end,
                           "differences": [d.__dict__ for d in result.differences[:100]]},
                          default=str, indent=1))
         return 0 if result.ok else 1

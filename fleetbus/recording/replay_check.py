@@ -36,6 +36,7 @@ from fleetbus.recording.player import CLOCK, Player
 
 SETTLE_S = 0.5  # wall s without a new output before the capture counts as complete
 LINK_TIMEOUT_S = 10.0
+TAIL_NS = 1_000_000_000  # the end of a recording: the last second of its log time
 STEP_TIMEOUT_S = 30.0  # one instant's work (a solve) may take this long before giving up
 
 
@@ -55,6 +56,7 @@ class CheckResult:
     recorded: dict[str, int] = field(default_factory=dict)
     replayed: dict[str, int] = field(default_factory=dict)
     differences: list[Difference] = field(default_factory=list)
+    beyond_end: dict[str, int] = field(default_factory=dict)  # replayed past the recording
 
     @property
     def ok(self) -> bool:
@@ -159,13 +161,22 @@ def _compare(files: list[Path], node: str, got: dict[str, list[AnyMessage]],
              tolerance: float) -> CheckResult:
     result = CheckResult(node)
     recorded: dict[str, list[Any]] = {t: [] for t in got}
+    end_ns = 0
     for path in files:
         with path.open("rb") as f:
-            for _, channel, message in make_reader(f).iter_messages(topics=list(got)):
-                if channel.metadata.get("node") == node:
+            for _, channel, message in make_reader(f).iter_messages():
+                end_ns = max(end_ns, message.log_time)
+                if channel.topic in got and channel.metadata.get("node") == node:
                     payload, buffers = fmt.unpack(channel.message_encoding, message.data)
                     recorded[channel.topic].append(to_builtins(payload, buffers))
     for topic, replayed in got.items():
+        # The recorder stopped at some instant, maybe before that instant's outputs
+        # reached it: replayed messages past the recorded ones, stamped in the last
+        # TAIL_S of the recording, are beyond its end, not differences.
+        extra = replayed[len(recorded[topic]):]
+        if extra and all(m.header.source_stamp_ns >= end_ns - TAIL_NS for m in extra):
+            result.beyond_end[topic] = len(extra)
+            replayed = replayed[:len(recorded[topic])]
         result.recorded[topic], result.replayed[topic] = len(recorded[topic]), len(replayed)
         pairs = list(zip(recorded[topic], replayed, strict=False))
         result.compared[topic] = len(pairs)
