@@ -289,3 +289,45 @@ def test_replay_check_passes_the_same_node_and_names_a_changed_field(bus, tmp_pa
     assert {d.topic for d in changed.differences} == {"/out"}
     first = changed.differences[0]
     assert (first.recorded, first.replayed) == (2.0, 2.5)
+
+
+def test_export_makes_a_recording_foxglove_readable(tmp_path):
+    """JSON channels with their JSON Schema (the values as recorded), each vehicle's
+    LocationFix once the fence's origin is known, the fence as GeoJSON, the run's
+    metadata; the official reader reads it all."""
+    from fleetbus.monitoring.foxglove_export import export_foxglove
+    from fleetbus.nodes.conversions import fence_to_msg
+    from fleetbus.planners import Geofence, Zone
+
+    path = tmp_path / "rec.mcap"
+    fence = fence_to_msg(Geofence([Zone.polygon("yard", [(-50, -50), (50, -50), (50, 50),
+                                                         (-50, 50)])], (59.9, 10.7, 0.0)))
+    sink = McapSink(path, {"seed": "3"})
+    sink.latched.add("/geofence")
+    sink.write("/geofence", "fleetbus/Geofence", schema_hash(type(fence)), "geo-1", 1, 0, 0,
+               Codec(type(fence)).encode(fence)[0])
+    for k in range(1, 6):
+        sink.write("/car1/odometry", "fleetbus/Odometry", schema_hash(Odometry), "f-1", k,
+                   k * 100_000_000, k, Codec(Odometry).encode(_odometry(k))[0])
+    sink.write("/car1/odometry", "fleetbus/Odometry", schema_hash(Odometry), "f-1", 6,
+               600_000_000, 6, b"\xc1")  # garbage: skipped and counted
+    sink.close({"complete": True})
+    out = tmp_path / "view.mcap"
+    result = export_foxglove([path], out)
+    assert result.problems == {"rejected_frame": 1} and "/car1/odometry" in (
+        result.first_problem)
+
+    with out.open("rb") as f:
+        reader = make_reader(f)
+        got: dict[str, list] = {}
+        for schema, channel, message in reader.iter_messages():
+            got.setdefault(channel.topic, []).append((schema, channel, message))
+        metadata = {m.name: m.metadata for m in reader.iter_metadata()}
+    schema, channel, _ = got["/car1/odometry"][0]
+    assert (channel.message_encoding, schema.encoding) == ("json", "jsonschema")
+    assert [json.loads(m.data)["pose"]["position"]["x"] for _, _, m in
+            got["/car1/odometry"]] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert got["/car1/location"][0][0].name == "foxglove.LocationFix"
+    assert len(got["/car1/location"]) == 5
+    assert got["/geofence/geojson"][0][0].name == "foxglove.GeoJSON"
+    assert metadata[fmt.RUN_METADATA]["seed"] == "3"

@@ -36,21 +36,12 @@ between looks at the graph).
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import foxglove
-import msgpack
-import msgspec
-import numpy as np
-import pymap3d
 from foxglove import Capability, StatusLevel
-from foxglove.channels import GeoJsonChannel, LocationFixChannel
-from foxglove.messages import GeoJson, LocationFix, LocationFixPositionCovarianceType, Timestamp
-from foxglove.messages import Vector3 as FoxgloveVector3
 from foxglove.websocket import ChannelView, Client, ServerListener, WebSocketServer
 
 from fleetbus.bus import protocol as p
@@ -60,26 +51,12 @@ from fleetbus.bus.introspect import visible
 from fleetbus.bus.node import Node
 from fleetbus.bus.params import ParamError
 from fleetbus.bus.pubsub import AnyMessage
-from fleetbus.messages import Clock, Odometry
-from fleetbus.messages import Geofence as GeofenceMsg
-from fleetbus.messages.codec import Codec, DecodeError
-from fleetbus.messages.json_schema import json_schema, wire_class
-from fleetbus.nodes.conversions import fence_from_msg
-from fleetbus.planners import GeofenceError, to_geojson
-from fleetbus.planners.geojson import check_origin
+from fleetbus.messages import Clock
+from fleetbus.monitoring.foxglove_view import JSON, FoxgloveView, json_channel_schema
 
 HOST = "127.0.0.1"  # servers bind loopback only
-FENCE_TOPIC = "/geofence"
-GEOJSON_TOPIC = "/geofence/geojson"
 HEALTH_TOPIC = "/health"
-ODOMETRY_SUFFIX = "/odometry"
-LOCATION_SUFFIX = "/location"
 STATUS_ID = "fleetbus/health"
-ARRAY_JSON_LIMIT = 65536
-"""Arrays with more elements are served as a summary (dtype, shape): as JSON text a large
-image or point cloud would cost the bridge tens of milliseconds a frame and the app more."""
-ARRAY_DESCRIPTION = (f"numpy array as nested lists (NaN as null); over {ARRAY_JSON_LIMIT} "
-                     "elements only its dtype and shape")
 TIME_MIN_GAP_S = 0.02
 """The app's clock moves at most this often (wall time): a lockstep simulator can step at
 kilohertz rates, far more than anyone can watch."""
@@ -120,9 +97,6 @@ class FoxgloveBridge(Node):
             raise ParamError(f"parameter 'topics' must be a list of globs, got "
                              f"{self._patterns!r}")
 
-        self._served: dict[str, _Topic] = {}
-        self._resend: dict[int, _Topic | _Latest] = {}  # channel id -> its last value
-        self._origin: tuple[float, float, float] | None = None
         self._known_nodes: dict[str, tuple[p.NodeInfo, float]] = {}  # name -> (last, when)
         self._status_text = ""
         self._sim_ns: int | None = None  # the last /clock, once there was one
@@ -154,12 +128,9 @@ class FoxgloveBridge(Node):
         self.url = f"ws://{HOST}:{self.port}"
         self.log.info("%s: Foxglove WebSocket server on %s", self.name, self.url)
         self._health = foxglove.Channel(
-            HEALTH_TOPIC, schema=_json_schema_of(HEALTH_SCHEMA, "fleetbus/Health"),
+            HEALTH_TOPIC, schema=json_channel_schema(HEALTH_SCHEMA, "fleetbus/Health"),
             message_encoding="json", context=self._fox)
-        self._geojson: _Latest | None = None
-        if self.wanted(FENCE_TOPIC):
-            self._geojson = _Latest(GeoJsonChannel(GEOJSON_TOPIC, context=self._fox))
-            self._resend[self._geojson.channel.id()] = self._geojson
+        self._view = FoxgloveView(self._fox, self.wanted, self._count)
         if self.clock.is_sim:
             self.subscribe(CLOCK_TOPIC, Clock, self._on_clock, conflate=True)
         # Sim-time timers stand still until the simulator runs, and the topics are there
@@ -193,123 +164,21 @@ class FoxgloveBridge(Node):
     def _on_graph(self, graph: p.Graph) -> None:
         for node in graph.nodes:
             for pub in node.publishers:
-                served = self._served.get(pub.topic)
-                if served is not None:
-                    served.latched |= pub.latched
-                elif self.wanted(pub.topic) or pub.topic == FENCE_TOPIC:
-                    # The fence is always listened to: its origin places the vehicles.
-                    self._serve(pub.topic, pub.type_name, pub.latched, self.wanted(pub.topic))
+                # Subscribed once its channel is ready: a latched value the publisher
+                # re-sends on this subscription finds it.
+                if self._view.serve(pub.topic, pub.type_name, pub.latched):
+                    self.subscribe(pub.topic, None, self._on_message)
         self._publish_health(graph)
 
-    def _serve(self, topic: str, type_name: str, latched: bool, advertise: bool) -> None:
-        channel = None
-        if advertise:
-            channel = foxglove.Channel(
-                topic, schema=_schema_for(type_name), message_encoding="json",
-                context=self._fox, metadata={"fleetbus_type": type_name})
-        location = None
-        if advertise and topic.endswith(ODOMETRY_SUFFIX) and type_name == Odometry.__msgtype__:
-            location = LocationFixChannel(topic[: -len(ODOMETRY_SUFFIX)] + LOCATION_SUFFIX,
-                                          context=self._fox)
-        served = _Topic(type_name, latched, channel, location)
-        if channel is not None:
-            self._resend[channel.id()] = served
-        self._served[topic] = served
-        # Subscribed last: a latched value the publisher re-sends on this subscription
-        # finds the channel ready.
-        self.subscribe(topic, None, self._on_message)
-
-    # -- messages ---------------------------------------------------------------------------
-
     def _on_message(self, msg: AnyMessage) -> None:
-        served = self._served[msg.topic]
-        log_time = self.now_ns()
-        channel, location = served.channel, served.location
-        mirror = channel is not None and (served.latched or channel.has_sinks())
-        place = location is not None and self._origin is not None and location.has_sinks()
-        fence = msg.topic == FENCE_TOPIC
-        if not (mirror or place or fence):
-            return  # nobody looks: not even a decode
-        header = msg.header
-        try:
-            text = b""
-            if mirror:
-                data = msg.to_builtins()
-                if not isinstance(data, dict):  # a message is a map of its fields
-                    raise TypeError(f"payload is a {type(data).__name__}, not a map")
-                text = _JSON.encode(data)
-            typed: Any = None
-            if place and header.schema_hash == _ODOMETRY.schema_hash:
-                typed = _ODOMETRY.decode(msg.payload, msg.buffers)
-            elif fence and header.schema_hash == _FENCE.schema_hash:
-                typed = _FENCE.decode(msg.payload, msg.buffers)
-        # Whatever a hostile payload makes a decoder raise: the frame is skipped, counted.
-        except (DecodeError, msgpack.UnpackException, msgspec.MsgspecError, ValueError,
-                TypeError, OverflowError, RecursionError) as exc:
-            self._count("rejected_frame", f"{msg.topic}: cannot serve a {header.type_name} "
-                        f"frame from {header.publisher}: {type(exc).__name__}"
-                        f"{f': {exc}' if str(exc) else ''}")
-            return
-        if mirror:
-            assert channel is not None
-            channel.log(text, log_time=log_time)
-            if served.latched:
-                served.last, served.last_time = text, log_time
-        if isinstance(typed, Odometry) and location is not None:
-            self._locate(msg.topic, typed, location, log_time)
-        elif isinstance(typed, GeofenceMsg):
-            self._on_fence(typed, log_time)
-
-    def _locate(self, topic: str, odom: Odometry, channel: LocationFixChannel,
-                log_time: int) -> None:
-        """The vehicle's WGS84 position around the fence's origin. No fence yet, no
-        origin: no LocationFix (an ENU position alone has no place on the globe)."""
-        assert self._origin is not None
-        p_ = odom.pose.position
-        if not all(math.isfinite(v) for v in (p_.x, p_.y, p_.z)):
-            self._count("bad_odometry", f"{topic}: non-finite position, no location sent")
-            return
-        lat, lon, alt = pymap3d.enu2geodetic(p_.x, p_.y, p_.z, *self._origin)
-        q, v = odom.pose.orientation, odom.twist.linear
-        yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
-        east, north, up = _rotate((q.w, q.x, q.y, q.z), (v.x, v.y, v.z))  # body FLU -> ENU
-        covariance = _position_covariance(odom.pose_covariance)
-        fix = LocationFix(
-            timestamp=_timestamp(odom.header.stamp_ns),
-            frame_id=topic[1: -len(ODOMETRY_SUFFIX)],
-            latitude=float(lat), longitude=float(lon), altitude=float(alt),
-            position_covariance=covariance,
-            position_covariance_type=(LocationFixPositionCovarianceType.Known if covariance
-                                      else LocationFixPositionCovarianceType.Unknown),
-            # LocationFix's heading is clockwise from north; ENU yaw counter-clockwise
-            # from east.
-            heading=(math.pi / 2 - yaw) % math.tau if math.isfinite(yaw) else None,
-            velocity=(FoxgloveVector3(x=east, y=north, z=up)
-                      if all(math.isfinite(c) for c in (east, north, up)) else None))
-        channel.log(fix, log_time=log_time)
-
-    def _on_fence(self, msg: GeofenceMsg, log_time: int) -> None:
-        try:
-            self._origin = check_origin(
-                (msg.origin_lat_deg, msg.origin_lon_deg, msg.origin_alt_m), "geofence origin")
-        except GeofenceError as exc:
-            self._count("bad_geofence", f"{FENCE_TOPIC}: {exc}; vehicles keep the old origin")
-            return
-        if self._geojson is None:
-            return
-        try:
-            doc = to_geojson(fence_from_msg(msg))
-        except GeofenceError as exc:
-            self._count("bad_geofence", f"{FENCE_TOPIC}: not drawn on the map: {exc}")
-            return
-        self._geojson.log(GeoJson(geojson=json.dumps(doc, allow_nan=False)), log_time)
+        h = msg.header
+        self._view.message(msg.topic, h.type_name, h.schema_hash, msg.payload, msg.buffers,
+                           self.now_ns())
 
     def _resend_latched(self, channel_id: int) -> None:
         """A client subscribed to a channel: send it the channel's last value if the topic
         latches (everyone subscribed gets it again; the app shows the same value)."""
-        served = self._resend.get(channel_id)
-        if served is not None:
-            served.resend()
+        self._view.resend_latched(channel_id)
         if self._sim_ns is not None:
             self._send_time()  # likely a client that just connected
 
@@ -355,7 +224,7 @@ class FoxgloveBridge(Node):
         states = [row["state"] for row in rows]
         summary = {state: states.count(state) for state in ("alive", "silent", "gone")}
         if self._health.has_sinks():
-            self._health.log(_JSON.encode({"nodes": rows, **summary,
+            self._health.log(JSON.encode({"nodes": rows, **summary,
                                            "graph_problems": graph.problems}),
                              log_time=self.now_ns())
         troubled = [f"{row['name']} {row['state']}" for row in rows if row["state"] != "alive"]
@@ -371,38 +240,6 @@ class FoxgloveBridge(Node):
 # -- helpers ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Topic:
-    """A bus topic the bridge subscribes to, and what it is served as."""
-
-    type_name: str
-    latched: bool
-    channel: foxglove.Channel | None  # None: listened to (the fence's origin), not served
-    location: LocationFixChannel | None = None
-    last: bytes = b""  # the last JSON of a latched topic, for clients that subscribe later
-    last_time: int = 0
-
-    def resend(self) -> None:
-        if self.latched and self.last and self.channel is not None:
-            self.channel.log(self.last, log_time=self.last_time)
-
-
-class _Latest:
-    """A derived channel (the GeoJSON) and its last value: it latches like the fence."""
-
-    def __init__(self, channel: GeoJsonChannel) -> None:
-        self.channel = channel
-        self.last: tuple[GeoJson, int] | None = None
-
-    def log(self, msg: GeoJson, log_time: int) -> None:
-        self.last = (msg, log_time)
-        self.channel.log(msg, log_time=log_time)
-
-    def resend(self) -> None:
-        if self.last is not None:
-            self.channel.log(self.last[0], log_time=self.last[1])
-
-
 class _Listener(ServerListener):
     """The server's events arrive on the SDK's thread: hand them to the node's."""
 
@@ -413,9 +250,6 @@ class _Listener(ServerListener):
         channel_id = channel.id
         self._bridge.call_soon_threadsafe(lambda: self._bridge._resend_latched(channel_id))
 
-
-_ODOMETRY = Codec(Odometry)
-_FENCE = Codec(GeofenceMsg)
 
 HEALTH_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -436,77 +270,3 @@ HEALTH_SCHEMA: dict[str, Any] = {
         "graph_problems": {"type": "array", "items": {"type": "string"}},
     },
 }
-
-
-def _json_safe(obj: Any) -> Any:
-    """What msgspec's JSON encoder cannot write by itself, as plain data. NaN and
-    infinities need nothing here: JSON has no NaN, and msgspec writes them as null (a
-    sensor's NaN shows as null in the app). Bytes need nothing either: msgspec writes them
-    as base64 text, which is how Foxglove expects binary data in JSON."""
-    if isinstance(obj, np.ndarray):
-        if obj.size > ARRAY_JSON_LIMIT:
-            return {"dtype": obj.dtype.str, "shape": list(obj.shape),
-                    "omitted": f"more than {ARRAY_JSON_LIMIT} elements"}
-        if obj.dtype.kind == "c":  # complex: [real, imaginary] pairs
-            return np.stack([obj.real, obj.imag], axis=-1).tolist()
-        if obj.dtype.kind in "mMV":  # times as integers, raw records as bytes (base64)
-            return obj.view(np.int64).tolist() if obj.dtype.kind != "V" else obj.tobytes()
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, msgpack.ExtType):  # an extension fleetbus does not know: kept raw
-        return {"ext": obj.code, "data": obj.data}
-    if isinstance(obj, memoryview | bytearray):
-        return bytes(obj)
-    raise TypeError(f"cannot serve {type(obj).__name__} as JSON")
-
-
-_JSON = msgspec.json.Encoder(enc_hook=_json_safe)
-_SCHEMAS: dict[str, foxglove.Schema] = {}
-
-
-def _schema_for(type_name: str) -> foxglove.Schema:
-    """The JSON Schema of a message type, named by its wire type name; a permissive object
-    schema for a type this process cannot import."""
-    schema = _SCHEMAS.get(type_name)
-    if schema is None:
-        cls = wire_class(type_name)
-        data = msgspec.json.encode({"type": "object", "title": type_name, "description":
-                                    "fields of a type the bridge does not know"})
-        if cls is not None:
-            try:
-                data = json_schema(cls, ARRAY_DESCRIPTION)
-            except (TypeError, NotImplementedError, msgspec.MsgspecError):
-                pass  # a field type without a JSON Schema: the permissive one will do
-        schema = _SCHEMAS[type_name] = foxglove.Schema(
-            name=type_name or "fleetbus/unknown", encoding="jsonschema", data=data)
-    return schema
-
-
-def _json_schema_of(doc: dict[str, Any], name: str) -> foxglove.Schema:
-    return foxglove.Schema(name=name, encoding="jsonschema", data=msgspec.json.encode(doc))
-
-
-def _timestamp(stamp_ns: int) -> Timestamp | None:
-    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-    return Timestamp(sec, nsec) if 0 <= sec < 2**32 else None
-
-
-def _rotate(q: tuple[float, float, float, float],
-            v: tuple[float, float, float]) -> tuple[float, float, float]:
-    """`v` turned by the unit quaternion `q` (w, x, y, z)."""
-    w, x, y, z = q
-    tx, ty, tz = 2 * (y * v[2] - z * v[1]), 2 * (z * v[0] - x * v[2]), 2 * (x * v[1] - y * v[0])
-    return (v[0] + w * tx + y * tz - z * ty, v[1] + w * ty + z * tx - x * tz,
-            v[2] + w * tz + x * ty - y * tx)
-
-
-def _position_covariance(pose_covariance: list[float]) -> list[float] | None:
-    """The ENU position block (m^2, row-major 3x3) of a 6x6 pose covariance, or None when
-    it is unknown (all zero, the wrong size or not finite)."""
-    if len(pose_covariance) != 36:
-        return None
-    block = [float(pose_covariance[6 * row + col]) for row in range(3) for col in range(3)]
-    if not any(block) or not all(math.isfinite(c) for c in block):
-        return None
-    return block

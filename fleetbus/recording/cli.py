@@ -161,6 +161,21 @@ def cmd_replay_check(args: argparse.Namespace, config: BusConfig) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_export(args: argparse.Namespace, config: BusConfig) -> int:
+    from fleetbus.monitoring.foxglove_export import export_foxglove
+
+    for f in args.files:
+        if not Path(f).is_file():
+            raise CliError(f"no recording at {f}")
+    result = export_foxglove([Path(f) for f in args.files], Path(args.output),
+                             args.topics or ["*"])
+    problems = sum(result.problems.values())
+    console.print(f"{result.messages} messages on {result.topics} topics -> {args.output}"
+                  + (f"; {problems} skipped ({result.first_problem})" if problems else ""),
+                  highlight=False)
+    return 0
+
+
 def add_recording_commands(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("record", help="record topics into an MCAP file")
     c.add_argument("topics", nargs="*", help="topics or globs (or --all)")
@@ -190,6 +205,13 @@ def add_recording_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--delay", type=float, default=1.0, metavar="S",
                    help="for subscribers to connect before the first message")
     c.set_defaults(func=cmd_play)
+
+    c = sub.add_parser("export", help="a recording as the Foxglove app reads it (JSON, "
+                       "LocationFix, GeoJSON)")
+    c.add_argument("files", nargs="+", help="the recording (or its parts, in order)")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--topics", nargs="*", default=[], metavar="GLOB")
+    c.set_defaults(func=cmd_export)
 
     c = sub.add_parser("replay-check", help="run a node on a recording's inputs in lockstep "
                        "and compare its outputs with the recorded ones")
