@@ -4,12 +4,19 @@ a controller's overrun and a node that counted errors."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from fleetbus.messages import Diagnostic, Event, Header, Imu
-from fleetbus.monitoring.health import HealthMonitor, contracts, rate_level, vehicle_of
+from fleetbus.monitoring.health import (
+    SILENT_S,
+    HealthMonitor,
+    contracts,
+    rate_level,
+    vehicle_of,
+)
 from tests.helpers import FnNode, run_on, wait_until
 
 
@@ -77,3 +84,18 @@ def test_health_ratings_and_alerts(bus):
                           and not n.stopped.is_set()),
            lambda: fusion._count("bad_input", "NaN gyro"))
     assert wait_until(lambda: rated("health/node/car1/fusion", "warn"), what="warn")
+
+
+def test_a_node_whose_loop_is_blocked_goes_stale(bus):
+    diagnostics: list[Diagnostic] = []
+    bus.node("watcher", lambda n: n.subscribe("/diagnostics", Diagnostic,
+                                              diagnostics.append, depth=10000))
+    busy = bus.start(FnNode("/car1/planner"))
+    bus.start(HealthMonitor("health", params={"poll_s": 0.2}))
+    wait_until(lambda: any(d.name == "health/node/car1/planner" and d.level == "ok"
+                           for d in diagnostics), what="planner ok")
+    busy.call_soon_threadsafe(lambda: time.sleep(SILENT_S + 2.0))  # a long solve, say
+    stale = wait_until(lambda: next((d for d in diagnostics if d.level == "stale" and
+                                     d.name == "health/node/car1/planner"), None),
+                       what="planner stale")
+    assert "heartbeat" in stale.message or "left the graph" in stale.message

@@ -5,8 +5,8 @@ vehicle OK / WARN / ERROR / STALE, from the registry's graph (read on wall time:
 GraphWatch) and the bus's own reports:
 
 - a node: ERROR when it says so; WARN when it warns or counted new errors since the last
-  look; STALE when it left the graph without stopping (its heartbeats stopped: the
-  registry expired it) -- a node that is back under the same name was restarted;
+  look; STALE when its heartbeats stopped (a blocked loop) or it left the graph -- a node
+  that is back under the same name was restarted;
 - a topic: STALE when no publisher sends at all, WARN under 80 % of its contract's rate
   (the `rates` parameter: {topic glob: Hz}, declared in the graph file like any node's
   parameters; the rates are the publishers' own counters, in wall-clock Hz);
@@ -35,6 +35,7 @@ from fleetbus.messages import Diagnostic, Event, Header
 
 LEVELS = ("ok", "warn", "error", "stale")
 RATE_WARN = 0.8  # of the contract's rate
+SILENT_S = 3 * p.HEARTBEAT_S  # a node whose heartbeats stopped this long ago is STALE
 ALERT_SEVERITIES = ("warn", "error", "critical")
 
 
@@ -97,7 +98,7 @@ class HealthMonitor(Node):
 
     def _rate(self, graph: p.Graph) -> None:
         nodes = {n.name: n for n in visible(graph.nodes) if n.name != self.name}
-        ratings = {f"node{name}": self._node_level(name, node)
+        ratings = {f"node{name}": self._node_level(name, node, graph.silent_s.get(node.uid, 0))
                    for name, node in nodes.items()}
         for name in self.nodes.keys() - nodes.keys():
             ratings[f"node{name}"] = ("stale", "left the graph")
@@ -134,11 +135,13 @@ class HealthMonitor(Node):
                 self.alert(f"{kind}_{level}", "error" if level == "error" else "warn",
                            f"/{key.partition('/')[2]}: {level.upper()}: {why}")
 
-    def _node_level(self, name: str, node: p.NodeInfo) -> tuple[str, str]:
+    def _node_level(self, name: str, node: p.NodeInfo, silent_s: float) -> tuple[str, str]:
         old = self.nodes.get(name)
         if old is not None and old.uid != node.uid:
             self.alert("node_restart", "warn", f"{name} restarted (pid {old.pid} -> "
                        f"{node.pid})")
+        if silent_s > SILENT_S:
+            return "stale", f"no heartbeat for {silent_s:.1f} s"
         if node.state == "error":
             return "error", "the node reports an error"
         new = {k: v - (old.counters.get(k, 0) if old and old.uid == node.uid else 0)
