@@ -43,7 +43,7 @@ from fleetbus.cli_error import CliError
 from fleetbus.launch.graph import NodeSpec
 from fleetbus.launch.worker import build
 from fleetbus.messages.base import Message, lookup_type
-from fleetbus.monitoring.fleet_status import add_fleet_command
+from fleetbus.monitoring.cli import add_monitoring_commands
 from fleetbus.recording.cli import add_recording_commands
 from fleetbus.sim_bridge.hil_cli import add_hil_commands
 
@@ -618,14 +618,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_doctor)
     add_hil_commands(sub)
     add_recording_commands(sub)
-    add_fleet_command(sub)
+    add_monitoring_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A node run as this process logs like any node; the tools' own nodes must not chatter.
-    configure_logging(logging.INFO if args.command in ("run", "launch", "hil")
+    configure_logging(logging.INFO if args.command in ("run", "launch", "hil", "foxglove")
                       else logging.WARNING)
     # Tools never embed a registry (it would vanish with them); `run` may, like any program.
     config = BusConfig.from_env(auto_registry=args.command in ("run", "launch"))

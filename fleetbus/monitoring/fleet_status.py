@@ -145,13 +145,3 @@ def cmd_fleet_status(args: Any, config: BusConfig) -> int:
         Console().print(table)
     return 0 if all(s.level == "OK" for s in statuses) else 1
 
-
-def add_fleet_command(sub: Any) -> None:
-    group = sub.add_parser("fleet", help="several vehicle buses at once")
-    actions = group.add_subparsers(dest="action", required=True)
-    c = actions.add_parser("status", help="health and missions of each bus")
-    c.add_argument("registries", nargs="+", metavar="URL",
-                   help="each bus's registry, e.g. tcp://10.0.0.5:7400")
-    c.add_argument("--timeout", type=float, default=2.0, help="s to wait for each bus")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_fleet_status)
