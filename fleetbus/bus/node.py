@@ -151,6 +151,13 @@ class Node:
     def teardown(self) -> None:
         """Called on the node's thread after its loop stopped, before sockets close."""
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether the node is still preparing in the background what its first steps
+        need (a solver being built). A lockstep driver that does not otherwise hear of
+        it (replay-check) waits until it is done."""
+        return False
+
     # -- public API --------------------------------------------------------------------------
 
     def publisher(

@@ -108,6 +108,10 @@ class ControllerNode(VehicleNode):
                            self._on_mission_status)
         self.timer(1.0, self._diagnose)
 
+    @property
+    def warming_up(self) -> bool:
+        return self.controller is None
+
     def _build(self) -> None:
         controller = PathController(self.kind, self.model, self.settings)
         self.call_soon_threadsafe(lambda: self._ready(controller))

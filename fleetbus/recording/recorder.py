@@ -26,6 +26,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from fleetbus.bus.clock import CLOCK_TOPIC
 from fleetbus.bus.graph_watch import GraphWatch
 from fleetbus.bus.node import Node
 from fleetbus.bus.protocol import Graph
@@ -54,6 +55,7 @@ class Recorder(Node):
         self.subs: dict[str, Subscription] = {}
         self.latched: set[str] = set()  # topics whose publishers latch
         self.node_names: dict[str, str] = {}  # publisher uid -> node name
+        self.clock_sources: set[str] = set()  # uids of the nodes that publish /clock
         self.snapshots: list[Path] = []
         self.ring: deque[tuple] = deque()
         self.sink: McapSink | None = None
@@ -75,6 +77,8 @@ class Recorder(Node):
     def _discover(self, graph: Graph) -> None:
         for node in graph.nodes:
             self.node_names[node.uid] = node.name
+            if any(pub.topic == CLOCK_TOPIC for pub in node.publishers):
+                self.clock_sources.add(node.uid)
             for pub in node.publishers:
                 if pub.latched:
                     self.latched.add(pub.topic)
@@ -86,7 +90,15 @@ class Recorder(Node):
 
     def _on_message(self, msg: AnyMessage) -> None:
         h = msg.header
-        record = (msg.topic, h.type_name, h.schema_hash, h.publisher, h.seq, self.now_ns(),
+        log_ns = self.now_ns()
+        if self.clock.is_sim and h.publisher not in self.clock_sources:
+            # Sim time moves when the /clock arrives, which the simulator sends on its own
+            # socket: a frame from another node, sent during an instant, can be read after
+            # the next /clock. It was sent at its stamp at the latest (a node stamps what
+            # it sends at the instant it computes it); the player then delivers it within
+            # that instant, as live.
+            log_ns = min(log_ns, h.source_stamp_ns)
+        record = (msg.topic, h.type_name, h.schema_hash, h.publisher, h.seq, log_ns,
                   h.source_stamp_ns, msg.payload, [bytes(b) for b in msg.buffers])
         if self.sink is not None:
             self.sink.write(*record)

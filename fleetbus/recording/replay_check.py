@@ -36,6 +36,7 @@ from fleetbus.recording.player import CLOCK, Player
 
 SETTLE_S = 0.5  # wall s without a new output before the capture counts as complete
 LINK_TIMEOUT_S = 10.0
+WARM_TIMEOUT_S = 600.0  # a solver compiled from scratch takes minutes
 TAIL_NS = 1_000_000_000  # the end of a recording: the last second of its log time
 STEP_TIMEOUT_S = 30.0  # one instant's work (a solve) may take this long before giving up
 
@@ -124,6 +125,7 @@ def _check(files: list[Path], make_node: Callable[[BusConfig], Node], tolerance:
         with start(capture, player):
             player.after_group = lambda clock_ns: _step_done(node, clock_ns)  # still paused
             _wait_links(node, player, outputs)
+            _wait_warm(node)
             player.resume()
             player.finished.wait()
             if player.error:
@@ -142,6 +144,16 @@ def _step_done(node: Node, clock_ns: int) -> None:
                                "subscribe to every topic it waits for?")
         time.sleep(0.0002)
     node.call_soon_threadsafe(lambda: None).result(STEP_TIMEOUT_S)
+
+
+def _wait_warm(node: Node) -> None:
+    """Live, a lockstep simulator waited for the node's preparations (a controller's
+    solver); the player does not hear of them, so the check waits here."""
+    deadline = time.monotonic() + WARM_TIMEOUT_S
+    while node.warming_up:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{node.name} still warming up after {WARM_TIMEOUT_S} s")
+        time.sleep(0.01)
 
 
 def _wait_links(node: Node, player: Player, outputs: list[str]) -> None:
