@@ -106,7 +106,8 @@ class HealthMonitor(Node):
         rates: dict[str, float] = {}
         for node in nodes.values():
             for pub in node.publishers:
-                rates[pub.topic] = rates.get(pub.topic, 0.0) + pub.rate_hz
+                if pub.messages:  # one that never sent is starting (or waits), not stale
+                    rates[pub.topic] = rates.get(pub.topic, 0.0) + pub.rate_hz
             for sub in node.subscriptions:
                 self._check_stale(node.name, sub)
         known, self.topics = self.topics, set(rates)
