@@ -1,4 +1,4 @@
-"""`fleetbus foxglove` and `fleetbus fleet status`."""
+"""`fleetbus top`, `fleetbus foxglove` and `fleetbus fleet status`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 
 from fleetbus.bus.config import BusConfig
 from fleetbus.bus.runner import run
+from fleetbus.monitoring.bus_top import add_top_command
 from fleetbus.monitoring.fleet_status import cmd_fleet_status
 
 
@@ -18,6 +19,7 @@ def cmd_foxglove(args: argparse.Namespace, config: BusConfig) -> int:
 
 
 def add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
+    add_top_command(sub)
     c = sub.add_parser("foxglove", help="serve the live bus to the Foxglove app "
                        "(ws://127.0.0.1:PORT) until Ctrl-C")
     c.add_argument("--port", type=int, default=8765, help="0: any free port (logged)")
