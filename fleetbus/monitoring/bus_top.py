@@ -59,6 +59,9 @@ class TopicRow:
     level: str  # ok | warn | stale; ok without an expectation
 
 
+CPU_SAMPLE_S = 0.5  # between the two readings a CPU percentage is taken from
+
+
 class Top:
     """Snapshots of one bus; keeps process handles (CPU % needs two samples) and the
     instances seen under each name (restarts) between them."""
@@ -157,8 +160,12 @@ def cmd_top(args: argparse.Namespace, config: BusConfig) -> int:
         rules = contracts(expect)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if not args.interval > 0:
+        raise CliError(f"--interval must be positive, got {args.interval}")
     top = Top(config, rules, args.all)
-    if args.once:
+    top.snapshot()  # fails now without a bus; starts each process's CPU measurement,
+    time.sleep(CPU_SAMPLE_S)  # which needs time between two readings
+    if args.once or args.json:
         nodes, rows = top.snapshot()
         if args.json:
             print(json.dumps({"nodes": [asdict(n) for n in nodes],
@@ -166,12 +173,14 @@ def cmd_top(args: argparse.Namespace, config: BusConfig) -> int:
         else:
             Console().print(render(nodes, rows))
         return 0
-    top.snapshot()  # fail now if there is no bus; CPU % starts counting
     with Live(render(*top.snapshot()), refresh_per_second=4, screen=False) as live:
         try:
             while True:
                 time.sleep(args.interval)
-                live.update(render(*top.snapshot()))
+                try:
+                    live.update(render(*top.snapshot()))
+                except CliError as exc:  # the registry is away: say so, keep trying
+                    live.update(f"[red]{exc}[/]: retrying")
         except KeyboardInterrupt:
             pass
     return 0
@@ -181,7 +190,7 @@ def add_top_command(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("top", help="nodes and topics of the running bus, live")
     c.add_argument("--interval", type=float, default=1.0, help="s between refreshes")
     c.add_argument("--once", action="store_true", help="one snapshot, then exit")
-    c.add_argument("--json", action="store_true", help="with --once: as JSON")
+    c.add_argument("--json", action="store_true", help="as JSON (implies --once)")
     c.add_argument("--expect", action="append", default=[], metavar="GLOB=HZ",
                    help="a rate a topic should keep (repeatable)")
     c.add_argument("--all", action="store_true", help="include tool nodes (/_...)")
