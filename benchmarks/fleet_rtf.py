@@ -45,11 +45,11 @@ def _children_cpu() -> dict[int, tuple[str, float]]:
         except (OSError, ValueError):
             continue  # gone meanwhile
         spec = cmdline[3].decode(errors="replace") if len(cmdline) > 3 else ""
-        out[int(entry.name)] = (_name(spec), (int(fields[11]) + int(fields[12])) / TICKS)
+        out[int(entry.name)] = (worker_name(spec), (int(fields[11]) + int(fields[12])) / TICKS)
     return out
 
 
-def _name(spec: str) -> str:
+def worker_name(spec: str) -> str:
     """What a worker runs, from its node specs: a vehicle's id, else the node's name."""
     for key in ('"namespace":"', '"name":"'):
         at = spec.find(key)

@@ -22,6 +22,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.fleet_rtf import worker_name
 from fleetbus.bus.config import BusConfig
 from fleetbus.launch.graph import Graph
 from fleetbus.launch.supervisor import Supervisor
@@ -30,15 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _name(proc: psutil.Process) -> str:
-    """A worker's vehicle or node name, from its command line."""
-    text = " ".join(proc.cmdline())
-    for key in ('"namespace":"', '"name":"'):
-        at = text.find(key)
-        if at >= 0:
-            value = text[at + len(key): text.index('"', at + len(key))]
-            if value:
-                return value
-    return f"pid {proc.pid}"
+    """A worker's vehicle or node name, from the node specs on its command line."""
+    cmdline = proc.cmdline()
+    return worker_name(cmdline[3]) if len(cmdline) > 3 else f"pid {proc.pid}"
 
 
 def main() -> None:
