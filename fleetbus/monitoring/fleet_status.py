@@ -24,9 +24,9 @@ from fleetbus.bus.node import Node
 from fleetbus.bus.registry_client import fetch_graph
 from fleetbus.bus.runner import start
 from fleetbus.messages import MissionStatus
+from fleetbus.monitoring.health import worst
 
 STATUS_TOPIC = "/mission_status"
-LEVELS = ("OK", "WARN", "ERROR", "STALE")
 
 
 @dataclass
@@ -87,13 +87,13 @@ def bus_status(registry: str, base: BusConfig, timeout_s: float = 2.0) -> BusSta
     with start(reader):
         reader.all_in.wait(timeout_s)
         latest = dict(reader.latest)
-    level = "OK"
+    levels = ["ok"]
     for node in nodes:
         if node.state == "error":
-            level = _worst(level, "ERROR")
+            levels.append("error")
             status.problems.append(f"{node.name} is in error")
         elif node.state == "warn" or sum(node.counters.values()):
-            level = _worst(level, "WARN")
+            levels.append("warn")
             counted = ", ".join(f"{k} {v}" for k, v in sorted(node.counters.items()))
             status.problems.append(f"{node.name}: {node.state}" + (f" ({counted})"
                                                                    if counted else ""))
@@ -101,25 +101,21 @@ def bus_status(registry: str, base: BusConfig, timeout_s: float = 2.0) -> BusSta
         vehicle = VehicleStatus(topic.split("/")[1])
         msg = latest.get(topic)
         if msg is None:
-            level = _worst(level, "WARN")
+            levels.append("warn")
             status.problems.append(f"{vehicle.vehicle_id}: no mission status within "
                                    f"{timeout_s:g} s")
         else:
             vehicle.mission, vehicle.message = msg.state, msg.message
             vehicle.waypoint, vehicle.waypoints = msg.waypoint, msg.waypoints
             if msg.state == "failed":
-                level = _worst(level, "ERROR")
+                levels.append("error")
                 status.problems.append(f"{vehicle.vehicle_id}: mission failed: {msg.message}")
             elif msg.state == "failsafe":
-                level = _worst(level, "WARN")
+                levels.append("warn")
                 status.problems.append(f"{vehicle.vehicle_id}: failsafe: {msg.message}")
         status.vehicles.append(vehicle)
-    status.level = level
+    status.level = worst(levels).upper()
     return status
-
-
-def _worst(a: str, b: str) -> str:
-    return max(a, b, key=LEVELS.index)
 
 
 def cmd_fleet_status(args: Any, config: BusConfig) -> int:

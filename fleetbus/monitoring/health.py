@@ -88,11 +88,11 @@ class HealthMonitor(Node):
         self.overruns: dict[str, int] = {}  # control/<id> -> overrun count
         self.subscribe("/events", Event, self._on_event, depth=1000)
         self.subscribe("/diagnostics", Diagnostic, self._on_diagnostic, depth=1000)
-        self.watch = GraphWatch(self, float(self.param("poll_s", 1.0, "wall s between "
+        self.graph_watch = GraphWatch(self, float(self.param("poll_s", 1.0, "wall s between "
                                                        "ratings").value), self._rate)
 
     def teardown(self) -> None:
-        self.watch.close()
+        self.graph_watch.close()
 
     # -- ratings --------------------------------------------------------------------------
 

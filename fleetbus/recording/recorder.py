@@ -65,7 +65,7 @@ class Recorder(Node):
             self.sink.latched, self.sink.node_names = self.latched, self.node_names
         if self.snapshot_s:
             self.subscribe("/events", Event, self._on_event)
-        self.watch_graph = GraphWatch(self, float(self.param(
+        self.graph_watch = GraphWatch(self, float(self.param(
             "poll_s", 0.5, "wall s between looks for new topics").value), self._discover)
 
     # -- topics ---------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class Recorder(Node):
                 "topics": sorted(self.subs)}
 
     def teardown(self) -> None:
-        self.watch_graph.close()
+        self.graph_watch.close()
         if self.sink is not None:
             status = self.status()
             self.sink.close(status)
