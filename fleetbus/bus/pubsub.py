@@ -205,7 +205,9 @@ class Subscription(Generic[M]):
         self._vanished: dict[str, float] = {}  # connected uid -> when the registry lost it
         self._refused: set[str] = set()  # publisher uids refused for a type mismatch
         # zero-copy receive pays off for array payloads only
-        self._copy = self._codec is not None and not self._codec.has_arrays
+        # Copies are cheaper than zmq.Frame objects for small frames (3 us a message);
+        # only typed array messages gain from zero-copy buffers.
+        self._copy = self._codec is None or not self._codec.has_arrays
         self.socket = node._context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, depth)
@@ -298,13 +300,14 @@ class Subscription(Generic[M]):
             return self._read_to_clock()
         sock = self.socket
         batch = []
-        # Ask EVENTS before each further read instead of reading until zmq.Again: pyzmq's
-        # exception costs several times more than the check, and most wake-ups carry one
-        # message.
+        # One readiness check after the first read tells a lone message (most wake-ups)
+        # from a burst without pyzmq's costly zmq.Again; in a burst, reading on until Again
+        # costs one exception per batch, where a check per message costs about as much as
+        # the read itself (4-5 us of 5-10, measured on 1 kB frames).
         try:
             while len(batch) < RECV_BATCH:
                 batch.append(sock.recv_multipart(_NOBLOCK, copy=self._copy))
-                if not sock.get(_EVENTS) & _POLLIN:
+                if len(batch) == 1 and not sock.get(_EVENTS) & _POLLIN:
                     break
         except zmq.Again:
             pass  # woken without a message (another handler drained it)
@@ -334,8 +337,8 @@ class Subscription(Generic[M]):
                                           "ns; ignored")
                     continue  # a latched /clock re-sent to a newcomer, or garbage
                 batch.append(frames)
-                if not sock.get(_EVENTS) & _POLLIN:
-                    break
+                if len(batch) == 1 and not sock.get(_EVENTS) & _POLLIN:
+                    break  # a lone message; in a burst, read on (see _on_readable)
         except zmq.Again:
             pass
         self._deliver_batch(batch)

@@ -10,11 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcap.writer import CompressionType, Writer
-
 import fleetbus
 from fleetbus.messages.json_schema import wire_class
 from fleetbus.recording import mcap_format as fmt
+from fleetbus.recording.mcap_writer import McapWriter
 
 
 class McapSink:
@@ -33,7 +32,7 @@ class McapSink:
         self.chunk_bytes = min(chunk_bytes, split_bytes // 8) if split_bytes else chunk_bytes
         self.files: list[Path] = []
         self.messages = 0
-        self._writer: Writer | None = None
+        self._writer: McapWriter | None = None
         self._file: Any = None
         self._schemas: dict[str, int] = {}
         self._channels: dict[tuple[str, str, str], tuple[int, str]] = {}
@@ -65,7 +64,7 @@ class McapSink:
             return False
         if self.split_ns and log_ns - self._first_ns >= self.split_ns:
             return True
-        return bool(self.split_bytes) and self._file.tell() >= self.split_bytes
+        return bool(self.split_bytes) and self._writer.tell() >= self.split_bytes
 
     def _next_part(self, log_ns: int) -> None:
         if self._writer is not None:
@@ -74,8 +73,7 @@ class McapSink:
         path = self._part_path(len(self.files))
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("wb")
-        self._writer = Writer(self._file, chunk_size=self.chunk_bytes,
-                              compression=CompressionType.ZSTD)
+        self._writer = McapWriter(self._file, self.chunk_bytes)
         self._writer.start(fmt.PROFILE, f"fleetbus {fleetbus.__version__}")
         self._writer.add_metadata(fmt.RUN_METADATA, {**self.metadata,
                                                      "part": str(len(self.files))})
