@@ -233,6 +233,65 @@ def test_a_recording_plays_back_byte_for_byte_and_drives_sim_time(bus, tmp_path)
     assert player.played == len(sent)
 
 
+def _listen_on_sim_time(bus: Any, topic: str) -> tuple[Any, list[tuple[int, int]]]:
+    """A sim-time node collecting (frame stamp, message stamp) of each `topic` message."""
+    got: list[tuple[int, int]] = []
+    codec = Codec(Odometry)
+
+    def setup(node: Any) -> None:
+        node.subscribe(topic, None, lambda m: got.append(
+            (m.header.source_stamp_ns, codec.decode(m.payload).header.stamp_ns)))
+    return bus.node("listener", setup, config=BusConfig.from_env(clock="sim")), got
+
+
+def test_a_loop_goes_on_in_time_so_sim_time_nodes_keep_running(bus, tmp_path):
+    path = tmp_path / "rec.mcap"
+    sent = _write_recording(path)
+    listener, got = _listen_on_sim_time(bus, "/car1/odometry")
+    player = bus.start(Player("player", params={
+        "files": [str(path)], "rate": 0.0, "delay_s": 0.0, "start_paused": True,
+        "loop": True}, config=BusConfig.from_env(clock="wall")))
+    wait_until(lambda: player.pubs[("/car1/odometry", "fleetbus/Odometry")].subscribers
+               and player.clock_pub.subscribers, what="the listener's links")
+    player.resume()
+    wait_until(lambda: len(got) >= 3 * len(sent), what="three rounds")
+    player.stop()
+    # a round lasts 0.1..2.0 s of /clock; the next starts one step (0.1 s) after its end
+    first = [msg.header.stamp_ns for msg in sent]
+    for round_ in range(3):
+        shift = round_ * 2_000_000_000
+        assert got[round_ * 20:(round_ + 1) * 20] == [(t + shift, t + shift) for t in first]
+    assert listener.now_ns() >= 5_900_000_000
+    assert not listener.counters.get("clock_backwards")
+
+
+def test_replace_plays_everything_but_what_the_replaced_node_published(bus, tmp_path):
+    path = tmp_path / "two.mcap"
+    sink = McapSink(path)
+    sink.node_names.update({"sim-1": "/sim", "fusion-1": "/car1/fusion"})
+    odom = Codec(Odometry)
+    for k in range(1, 6):
+        for publisher in ("sim-1", "fusion-1"):
+            msg = _odometry(k if publisher == "sim-1" else 100 + k)
+            sink.write("/car1/odometry", "fleetbus/Odometry", schema_hash(Odometry), publisher,
+                       k, k * 1000, k * 1000, odom.encode(msg)[0])
+    sink.close({"complete": True})
+    listener, got = _listen_on_sim_time(bus, "/car1/odometry")
+    player = bus.start(Player("player", params={
+        "files": [str(path)], "rate": 0.0, "delay_s": 0.0, "start_paused": True,
+        "replace": ["/car1/fusion"]}, config=BusConfig.from_env(clock="wall")))
+    wait_until(lambda: player.pubs[("/car1/odometry", "fleetbus/Odometry")].subscribers,
+               what="the listener's link")
+    player.resume()
+    assert player.finished.wait(10)
+    wait_until(lambda: listener.now_ns() == 5000, what="the last /clock")
+    assert [stamp for _, stamp in got] == [1000 + k for k in range(1, 6)]
+    assert player.skipped["/car1/odometry"] == "published by /car1/fusion, which is replaced"
+    bad = Player("bad", params={"files": [str(path)], "replace": ["/car2/fusion"]})
+    bus.start(bad, check=False)
+    assert "/car2/fusion" in str(bad.setup_error)
+
+
 class Doubler(fleetbus.Node):
     """Doubles each input's x (times `gain`), and says the time on a 0.25 s timer."""
 

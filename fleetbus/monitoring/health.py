@@ -14,11 +14,12 @@ GraphWatch) and the bus's own reports:
 
 Each rating goes out as a Diagnostic on /diagnostics named health/node/<name>,
 health/topic/<topic> or health/vehicle/<id>, every `poll_s`. Alerts go out as Events on
-/alerts, and into the log, when something needs attention: a node restarted, gone or in
-error, a contract's rate missed, a subscription that dropped stale input, a controller's
-solve that overran its deadline (the `overrun` counter of a control/<id> Diagnostic), and
-every Event of warn severity or worse on /events (a geofence breach, a failsafe, a
-failed mission, a latency budget exceeded).
+/alerts, and into the log, when something needs attention (a rating once it has held for
+`confirm` looks in a row, so that a stopping graph or one slow count raises none): a node
+restarted, gone or in error, a contract's rate missed, a subscription that dropped stale
+input, a controller's solve that overran its deadline (the `overrun` counter of a
+control/<id> Diagnostic), and every Event of warn severity or worse on /events (a geofence
+breach, a failsafe, a failed mission, a latency budget exceeded).
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ class HealthMonitor(Node):
                                               "must keep up").value)
         self.health = self.publisher("/diagnostics", Diagnostic, depth=1000)
         self.alerts = self.publisher("/alerts", Event, depth=1000)
-        self.levels: dict[str, str] = {}  # health/... name -> last level
+        self.confirm = int(self.param("confirm", 2, "ratings in a row a level must hold "
+                                      "before it is alerted").value)
+        self.levels: dict[str, str] = {}  # health/... name -> last level alerted (or ok)
+        self.held: dict[str, tuple[str, int]] = {}  # name -> (level, ratings in a row)
         self.nodes: dict[str, p.NodeInfo] = {}  # name -> as last seen
         self.topics: set[str] = set()  # published at the last look
         self.stale_seen: dict[tuple[str, str], int] = {}  # (node, topic) -> stale count
@@ -129,12 +133,26 @@ class HealthMonitor(Node):
         for key, (level, why) in sorted(ratings.items()):
             self.health.publish(Diagnostic(header=stamp, name=f"health/{key}", level=level,
                                            message=why))
-            before = self.levels.get(key, "ok")
-            self.levels[key] = level
-            if level not in ("ok", before) and key.startswith(("node/", "topic/")):
+            if key.startswith(("node/", "topic/")) and self._confirmed(key, level):
                 kind = {"node/": "node", "topic/": "rate"}[key[:key.index("/") + 1]]
                 self.alert(f"{kind}_{level}", "error" if level == "error" else "warn",
                            f"/{key.partition('/')[2]}: {level.upper()}: {why}")
+
+    def _confirmed(self, key: str, level: str) -> bool:
+        """Whether `level` is news to alert on: not OK, not alerted already, and held for
+        `confirm` ratings in a row. A single bad look is often no fault: a rate counted
+        across a pause, or a graph being stopped, whose nodes leave while this one is
+        stopping too."""
+        held = self.held.get(key)
+        held = (level, held[1] + 1) if held and held[0] == level else (level, 1)
+        self.held[key] = held
+        if level == "ok":
+            self.levels[key] = "ok"
+            return False
+        if level == self.levels.get(key, "ok") or held[1] < self.confirm:
+            return False
+        self.levels[key] = level
+        return True
 
     def _node_level(self, name: str, node: p.NodeInfo, silent_s: float) -> tuple[str, str]:
         old = self.nodes.get(name)

@@ -102,7 +102,7 @@ def cmd_play(args: argparse.Namespace, config: BusConfig) -> int:
     player = Player("player", params={
         "files": args.files, "rate": args.rate, "loop": args.loop,
         "start_paused": args.start_paused, "topics": args.topics or ["*"],
-        "exclude": args.exclude, "delay_s": args.delay},
+        "exclude": args.exclude, "replace": args.replace, "delay_s": args.delay},
         remap=_pairs(args.remap, ":=", "--remap"), config=replace(_bus(config), clock="wall"))
     with start(player):
         if player.skipped:
@@ -199,8 +199,10 @@ def add_recording_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--loop", action="store_true")
     c.add_argument("--start-paused", action="store_true")
     c.add_argument("--topics", nargs="*", default=[], metavar="GLOB")
-    c.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="e.g. the outputs of a node under test")
+    c.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    c.add_argument("--replace", action="append", default=[], metavar="NODE",
+                   help="do not play what this recorded node published: run the node under "
+                   "test in its place (repeatable)")
     c.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
     c.add_argument("--delay", type=float, default=1.0, metavar="S",
                    help="for subscribers to connect before the first message")
