@@ -44,3 +44,30 @@ class Freezer(fleetbus.Node):
 
     def setup(self) -> None:
         self.timer(0.5, lambda: time.sleep(3600))
+
+
+class Latch(fleetbus.Node):
+    """Publishes its `value` once, latched, on /config."""
+
+    def setup(self) -> None:
+        self.publisher("/config", String, latched=True).publish(
+            String(data=str(self.param("value", "v1").value)))
+
+
+class Relay(fleetbus.Node):
+    """Once it has the latched /config, publishes "<config> <n>" on /relayed at 20 Hz."""
+
+    def setup(self) -> None:
+        self.value: str | None = None
+        self.n = 0
+        self.subscribe("/config", String, self._on_config)
+        self.out = self.publisher("/relayed", String)
+        self.timer(0.05, self._tick)
+
+    def _on_config(self, msg: String) -> None:
+        self.value = msg.data
+
+    def _tick(self) -> None:
+        if self.value is not None:
+            self.out.publish(String(data=f"{self.value} {self.n}"))
+            self.n += 1
