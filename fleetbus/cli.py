@@ -26,6 +26,7 @@ from fleetbus.bus import protocol as p
 from fleetbus.bus.config import BusConfig
 from fleetbus.bus.doctor import diagnose
 from fleetbus.bus.introspect import find_node, plain, topics, visible
+from fleetbus.bus.keys_cli import add_keys_commands
 from fleetbus.bus.node import Node, NodeSetupError
 from fleetbus.bus.params import (
     PARAM_SERVICES,
@@ -100,9 +101,11 @@ def _parse_data(text: str, cls: type[Message]) -> Message:
         raise CliError(f"{cls.__msgtype__}: {exc}") from None
 
 
-def _lookup(name: str) -> type[Message]:
+def _lookup(name: str, imports: bool = True) -> type[Message]:
+    """`imports=False` for a name read from the graph: a peer's announcement must not make
+    this process import a module."""
     try:
-        return lookup_type(name)
+        return lookup_type(name, imports=imports)
     except (KeyError, ImportError, AttributeError) as exc:
         raise CliError(str(exc).strip("'\"")) from None
 
@@ -484,7 +487,8 @@ def cmd_service_call(args: argparse.Namespace, config: BusConfig) -> int:
     info = next((s for n in graph.nodes for s in n.services if s.name == args.service), None)
     if info is None:
         raise CliError(f"no node serves {args.service}")
-    request = _parse_data(args.data, _lookup(args.type or info.request_type))
+    request = _parse_data(args.data, _lookup(args.type) if args.type
+                          else _lookup(info.request_type, imports=False))
     response = _call(config, args.service, request, args.timeout)
     if args.json:
         _print_json(response)
@@ -619,6 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_hil_commands(sub)
     add_recording_commands(sub)
     add_monitoring_commands(sub)
+    add_keys_commands(sub)
     return parser
 
 

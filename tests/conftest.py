@@ -25,6 +25,7 @@ from tests.helpers import FnNode, graph_nodes, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 FLEETBUS_VARS = (
     "FLEETBUS_DOMAIN", "FLEETBUS_REGISTRY", "FLEETBUS_HOST", "FLEETBUS_TCP", "FLEETBUS_CLOCK",
+    "FLEETBUS_KEYS",
 )
 
 

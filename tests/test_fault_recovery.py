@@ -1,15 +1,21 @@
 """Faults injected for real: a node killed with SIGKILL under the supervisor, a registry
-killed while nodes start, a subscriber too slow for its publisher."""
+killed while nodes start, a subscriber too slow for its publisher, a tcp link cut."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
+from urllib.parse import urlparse
 
+from fleetbus.bus.config import BusConfig
 from fleetbus.messages import String
-from tests.helpers import graph_nodes, read_jsonl, wait_until
+from tests.helpers import graph_nodes, read_jsonl, run_on, wait_until
+from tests.tcp_relay import TcpRelay
 from tests.test_launch import events, launch, write
 
 
@@ -112,3 +118,49 @@ def test_a_slow_subscriber_loses_only_its_own_messages(bus):
     bus.node("returning", lambda n: n.subscribe("/mode", String, modes.append))
     wait_until(lambda: len(modes) == 2, what="the latched value again after returning")
     assert [m.data for m in modes] == ["survey", "survey"]
+
+
+def test_a_tcp_link_that_drops_reconnects_and_the_gap_shows_in_top(bus):
+    """A publisher exposing tcp on loopback; a subscriber on a bus of its own (another
+    host) wired to it through a relay that cuts every connection and refuses new ones for
+    a while: the link comes back by itself, and what was sent meanwhile is counted lost,
+    in the subscriber and in `fleetbus top` on its bus."""
+    def talker(node: Any) -> None:
+        node.pub = node.publisher("/chatter", String)
+        node.k = 0
+
+        def tick() -> None:
+            node.pub.publish(String(data=str(node.k)))
+            node.k += 1
+        node.timer(0.01, tick)
+    src = bus.node("talker", talker, config=BusConfig.from_env(tcp_interface="127.0.0.1"))
+    target = urlparse(next(u for u in src._data_urls if u.startswith("tcp://")))
+    relay = TcpRelay(target.hostname, target.port)
+    bus.closers.append(relay.close)
+    other = bus.new_run_dir()
+    remote = BusConfig.from_env(run_dir=other, registry=f"ipc://{other}/registry",
+                                host="another-host")
+    bus.registry(remote)
+    got: list[String] = []
+    sub = bus.node("remote", lambda n: setattr(n, "sub", n.subscribe(
+        "/chatter", String, got.append)), config=remote)
+    run_on(sub, lambda: sub.sub.connect(relay.url))
+    wait_until(lambda: len(got) > 20, what="messages over the relayed tcp link")
+    relay.drop()
+    cut_at = len(got)
+    time.sleep(1.0)  # the outage: the talker goes on publishing into the cut link
+    relay.resume()
+    wait_until(lambda: len(got) > cut_at + 20, timeout=30, what="the link to come back")
+    assert sub.sub.gaps > 0
+    numbers = [int(m.data) for m in got]
+    assert numbers == sorted(numbers) and len(numbers) + sub.sub.gaps == numbers[-1] + 1
+
+    def lost_in_top() -> int:
+        result = subprocess.run(
+            [sys.executable, "-m", "fleetbus.cli", "top", "--once", "--json"],
+            capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, FLEETBUS_RUN_DIR=str(other),
+                     FLEETBUS_REGISTRY=remote.registry))
+        rows = json.loads(result.stdout)["topics"]
+        return next(t["lost"] for t in rows if t["topic"] == "/chatter")
+    wait_until(lambda: lost_in_top() > 0, timeout=30, what="the loss shown by fleetbus top")

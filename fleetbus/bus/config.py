@@ -6,9 +6,12 @@ can point a process at a bus without code changes:
 - ``FLEETBUS_DOMAIN``   bus name (default ``default``); separate domains never meet.
 - ``FLEETBUS_RUN_DIR``  directory for ipc socket files (default
   ``$XDG_RUNTIME_DIR/fleetbus/<domain>`` or ``/tmp/fleetbus-<uid>/<domain>``), mode 0700.
-- ``FLEETBUS_REGISTRY`` registry endpoint (default ``ipc://<run dir>/registry``).
+- ``FLEETBUS_REGISTRY`` registry endpoint (default ``ipc://<run dir>/registry``); over
+  CurveZMQ, a tcp one names the registry's certificate: ``tcp://10.0.0.5:7400#hostA``.
 - ``FLEETBUS_HOST``     host identity used to choose ipc (same host) or tcp (other host).
 - ``FLEETBUS_TCP``      interface to also expose node sockets on over tcp, e.g. 127.0.0.1.
+- ``FLEETBUS_KEYS``     keys directory (`fleetbus keys generate`): tcp links use CurveZMQ,
+  encrypted, and accept only the peers authorized there (see `fleetbus.bus.security`).
 - ``FLEETBUS_CLOCK``    ``wall`` (default) or ``sim`` (follow ``/clock``).
 - ``FLEETBUS_AUTOREGISTRY`` ``0`` stops ``fleetbus.run`` from embedding a registry when
   none answers.
@@ -18,9 +21,12 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from fleetbus.bus.security import Keys, load_keys
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class BusConfig:
     tcp_interface: str | None = None
     clock: str = "wall"
     auto_registry: bool = True
+    keys_dir: Path | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> BusConfig:
@@ -52,12 +59,30 @@ class BusConfig:
             tcp_interface=env.get("FLEETBUS_TCP") or None,
             clock=clock,
             auto_registry=env.get("FLEETBUS_AUTOREGISTRY", "1") != "0",
+            keys_dir=Path(env["FLEETBUS_KEYS"]) if env.get("FLEETBUS_KEYS") else None,
         )
         return replace(config, **overrides) if overrides else config
 
+    def keys(self) -> Keys | None:
+        """This host's CurveZMQ keys, or None when tcp links are plain (no FLEETBUS_KEYS)."""
+        return None if self.keys_dir is None else load_keys(self.keys_dir)
+
     def ensure_run_dir(self) -> Path:
-        """Create the socket directory readable by this user only."""
-        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the socket directory, and its missing parents, usable by this user only,
+        and refuse one that another user controls: whoever can replace the socket files
+        sits between the nodes."""
+        missing = [d for d in (self.run_dir, *self.run_dir.parents) if not d.exists()]
+        for path in reversed(missing):
+            path.mkdir(mode=0o700, exist_ok=True)
+        me = os.getuid()
+        info = self.run_dir.lstat()
+        if info.st_uid != me or stat.S_ISLNK(info.st_mode):
+            raise PermissionError(f"{self.run_dir} is a link or belongs to uid {info.st_uid}: "
+                                  "fleetbus will not put its sockets there")
+        parent = self.run_dir.parent.stat().st_uid
+        if parent not in (me, 0):  # its owner could swap the directory for another
+            raise PermissionError(f"{self.run_dir.parent} belongs to uid {parent}: "
+                                  "fleetbus will not put its sockets in it")
         os.chmod(self.run_dir, 0o700)
         return self.run_dir
 

@@ -18,6 +18,7 @@ import msgspec
 import zmq
 
 from fleetbus.bus import protocol as p
+from fleetbus.bus import security
 from fleetbus.bus.node import Node
 
 
@@ -34,7 +35,7 @@ class GraphWatch:
         sock = node._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 1)  # while the registry is away, one request waits
-        sock.connect(node.config.registry)
+        security.connect(sock, node.config.registry, node._keys)
         self._sock = sock
         node.watch(sock, self._on_reply)
         self._next = 0.0

@@ -24,6 +24,7 @@ import msgspec
 import zmq
 
 from fleetbus.bus import protocol as p
+from fleetbus.bus import security
 from fleetbus.bus.clock import CLOCK_TOPIC, SimClock, WallClock
 from fleetbus.bus.config import BusConfig, remove_ipc_files
 from fleetbus.bus.params import (
@@ -106,6 +107,7 @@ class Node:
         self.name = base if base.startswith("/") else f"{self.namespace}/{base}"
         self.uid = f"{os.getpid()}-{next(_uids)}-{secrets.token_hex(2)}"
         self.config = config or BusConfig.from_env()
+        self._keys = self.config.keys()
         self.clock: WallClock = SimClock() if self.config.clock == "sim" else WallClock()
         self.log = logging.getLogger("fleetbus" + self.name.replace("/", "."))
         self.counters: collections.Counter[str] = collections.Counter()
@@ -124,7 +126,8 @@ class Node:
         self._data_urls: list[str] = []
         self._service_urls: list[str] = []
         self._registry: zmq.Socket | None = None
-        self._router: zmq.Socket | None = None
+        self._router: zmq.Socket | None = None  # service requests over inproc and ipc
+        self._router_tcp: zmq.Socket | None = None  # ... and over tcp (FLEETBUS_TCP)
         self._clients: dict[str, zmq.Socket] = {}
         self._targets: dict[str, ServiceTarget] = {}
         self._call_ids = itertools.count(1)
@@ -217,12 +220,15 @@ class Node:
         request_type: type[Req],
         response_type: type[Resp],
         handler: Callable[[Req], Resp],
+        authenticated_only: bool = False,
     ) -> Service[Req, Resp]:
-        """Serve `handler(request) -> response` under `name`."""
+        """Serve `handler(request) -> response` under `name`. `authenticated_only`:
+        refuse requests that came over a tcp link without CurveZMQ (a change that a
+        stranger on the network must not make); this host and authorized peers may."""
         name = self.resolve(name)
         if name in self._services:
             raise ValueError(f"{self.name} already serves {name}")
-        svc = Service(name, request_type, response_type, handler)
+        svc = Service(name, request_type, response_type, handler, authenticated_only)
         self._services[name] = svc
         self._dirty = True
         return svc
@@ -255,19 +261,22 @@ class Node:
                 f"not {codec.type_name}"
             )
         try:
-            response_codec = Codec(response_type or lookup_type(target.response_type))
+            # A name from the graph: never an import path, which would import what it names.
+            response_codec = Codec(response_type
+                                   or lookup_type(target.response_type, imports=False))
         except KeyError:
             response_codec = None  # unknown type here: return plain data
         call_id = next(self._call_ids).to_bytes(8, "big")
         payload, buffers = codec.encode(request)
-        client = self._client(target.url)
+        client = self._client(target.url, target.server_key)
         client.send_multipart(
             [call_id, name.encode(), hash_bytes(codec.schema_hash), payload, *buffers]
         )
         while (remaining := deadline - time.monotonic()) > 0:
             ready = dict(self._call_poller(client).poll(max(1, math.ceil(remaining * 1000))))
-            if self._router is not None and self._router in ready:
-                self._serve_requests()
+            for router in self._routers():
+                if router in ready:
+                    self._handlers[router]()
             if client in ready:
                 reply = client.recv_multipart()
                 if len(reply) < 3 or reply[0] != call_id:
@@ -390,15 +399,24 @@ class Node:
         self._registry.setsockopt(zmq.IMMEDIATE, 1)
         self._registry.setsockopt(zmq.SNDHWM, 4)
         self._registry.setsockopt(zmq.ROUTING_ID, self.uid.encode())
-        self._registry.connect(self.config.registry)
+        security.connect(self._registry, self.config.registry, self._keys)
         self._watch(self._registry, self._on_registry)
-        self._router = self._context.socket(zmq.ROUTER)
-        self._router.setsockopt(zmq.LINGER, 0)
-        self._service_urls = self._bind(self._router, "svc")
-        self._watch(self._router, self._serve_requests)
+        # Requests over tcp arrive on a socket of their own, so that a service can tell
+        # them from local ones (see Node.service's `authenticated_only`).
+        local = self._router = self._context.socket(zmq.ROUTER)
+        local.setsockopt(zmq.LINGER, 0)
+        self._service_urls = self._bind_local(local, "svc")
+        self._watch(local, lambda: self._serve_requests(local, True))
+        if self.config.tcp_interface:
+            remote = self._router_tcp = self._context.socket(zmq.ROUTER)
+            remote.setsockopt(zmq.LINGER, 0)
+            self._service_urls.append(self._bind_tcp(remote))
+            authenticated = self._keys is not None
+            self._watch(remote, lambda: self._serve_requests(remote, authenticated))
         list_name, set_name = PARAM_SERVICES
         self.service(f"~/{list_name}", ParamListRequest, ParamList, self._list_params)
-        self.service(f"~/{set_name}", ParamSetRequest, ParamSetResult, self._set_param_request)
+        self.service(f"~/{set_name}", ParamSetRequest, ParamSetResult, self._set_param_request,
+                     authenticated_only=True)
         if isinstance(self.clock, SimClock):
             from fleetbus.messages.system import Clock
 
@@ -439,11 +457,12 @@ class Node:
                 self._registry.send(p.ENCODER.encode(p.Bye(uid=self.uid)), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
-        sockets = [self._data, self._registry, self._router, *self._clients.values()]
+        sockets = [self._data, self._registry, *self._routers(), *self._clients.values()]
         sockets += [sub.socket for sub in self._subscriptions]
         for sock in sockets:
             if sock is not None:
                 sock.close(linger=0)
+        security.release(self._context, self.uid)
         remove_ipc_files([*self._data_urls, *self._service_urls])
         self._wake_r.close()
         self._wake_w.close()
@@ -462,16 +481,26 @@ class Node:
         self._poller.register(sock, zmq.POLLIN)
         self._handlers[sock] = handler
 
-    def _bind(self, sock: zmq.Socket, suffix: str) -> list[str]:
-        """Bind inproc (same process), ipc (same host) and optionally tcp (other hosts)."""
-        urls = [f"inproc://fleetbus-{self.uid}-{suffix}"]
-        urls.append(f"ipc://{self.config.run_dir}/{self.uid}.{suffix}")
+    def _bind_local(self, sock: zmq.Socket, suffix: str) -> list[str]:
+        """Bind inproc (same process) and ipc (same host): plain, as nothing leaves the
+        host and the run directory is this user's only."""
+        urls = [f"inproc://fleetbus-{self.uid}-{suffix}",
+                f"ipc://{self.config.run_dir}/{self.uid}.{suffix}"]
         for url in urls:
             sock.bind(url)
-        if self.config.tcp_interface:
-            sock.bind(f"tcp://{self.config.tcp_interface}:*")
-            urls.append(sock.getsockopt(zmq.LAST_ENDPOINT).decode())
         return urls
+
+    def _bind_tcp(self, sock: zmq.Socket) -> str:
+        """Bind tcp (other hosts) on FLEETBUS_TCP: CurveZMQ with FLEETBUS_KEYS."""
+        return security.bind(sock, f"tcp://{self.config.tcp_interface}:*", self._keys,
+                             self.uid, self._on_refused)
+
+    def _on_refused(self, key: str, address: str) -> None:
+        """A tcp peer with an unknown key was turned away (called on the authenticator's
+        thread)."""
+        self.call_soon_threadsafe(lambda: self._count(
+            "auth_refused", f"refused tcp peer {address}: its key {key} is not authorized "
+            "(`fleetbus keys authorize` its certificate to accept it)", level="error"))
 
     def _data_socket(self) -> zmq.Socket:
         if self._data is None:
@@ -490,37 +519,57 @@ class Node:
         if self._data is not None and not self._data_urls:
             depth = max(pub.depth for pub in self._publishers.values())
             self._data.setsockopt(zmq.SNDHWM, depth)
-            self._data_urls = self._bind(self._data, "pub")
+            self._data_urls = self._bind_local(self._data, "pub")
+            if self.config.tcp_interface:
+                self._data_urls.append(self._bind_tcp(self._data))
 
-    def _pick_url(self, context: str, host: str, urls: list[str]) -> str | None:
+    def _pick_url(self, context: str, host: str, urls: list[str],
+                  curve_key: str) -> str | None:
         """The closest of a peer's endpoints: inproc in this context, ipc on this host,
-        else tcp."""
+        else tcp, if both ends use CurveZMQ on tcp or neither does."""
         if context == self.context_id:
             order = ("inproc://", "ipc://", "tcp://")
         elif host == self.config.host:
             order = ("ipc://", "tcp://")
         else:
             order = ("tcp://",)
+        if self._curve_mismatch(curve_key):
+            order = order[:-1]
         for scheme in order:
             for url in urls:
                 if url.startswith(scheme):
                     return url
         return None
 
-    def _client(self, url: str) -> zmq.Socket:
+    def _curve_mismatch(self, curve_key: str) -> str:
+        """Why tcp to a peer with this CurveZMQ key ("" = none) cannot work, or "": the two
+        ends of a tcp link both use CurveZMQ or neither does."""
+        if bool(curve_key) == (self._keys is not None):
+            return ""
+        return ("its tcp uses CurveZMQ and this node has no keys (FLEETBUS_KEYS)" if curve_key
+                else "its tcp is plain and this node's is CurveZMQ (FLEETBUS_KEYS)")
+
+    def _client(self, url: str, server_key: str) -> zmq.Socket:
         sock = self._clients.get(url)
         if sock is None:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(url)
+            try:
+                security.connect(sock, url, self._keys, server_key)
+            except zmq.ZMQError as exc:  # a malformed endpoint or key in the graph
+                sock.close(linger=0)
+                raise ServiceFailed(f"cannot connect to {url}: {exc}") from None
             self._clients[url] = sock
         return sock
+
+    def _routers(self) -> list[zmq.Socket]:
+        return [sock for sock in (self._router, self._router_tcp) if sock is not None]
 
     def _call_poller(self, client: zmq.Socket) -> zmq.Poller:
         poller = zmq.Poller()
         poller.register(client, zmq.POLLIN)
-        if self._router is not None:
-            poller.register(self._router, zmq.POLLIN)
+        for router in self._routers():
+            poller.register(router, zmq.POLLIN)
         return poller
 
     # -- event handlers ---------------------------------------------------------------------
@@ -584,11 +633,12 @@ class Node:
             elif isinstance(reply, p.Notice):
                 self._count("registry_notice", reply.text, level=reply.level)
 
-    def _serve_requests(self) -> None:
-        assert self._router is not None
+    def _serve_requests(self, router: zmq.Socket, authenticated: bool) -> None:
+        """Answer the requests waiting on `router`; `authenticated`: whether they come
+        from this host or from authorized peers."""
         while True:
             try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK)
+                frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) < 5:
@@ -599,11 +649,16 @@ class Node:
             if svc is None:
                 text = f"{self.name} serves no {name.decode(errors='replace')}"
                 status, body = ERROR, [text.encode()]
+            elif svc.authenticated_only and not authenticated:
+                text = (f"{svc.name} refused: the request came over a tcp link without "
+                        "CurveZMQ; call it from this host or over an authenticated link "
+                        "(FLEETBUS_KEYS on both hosts)")
+                status, body = ERROR, [text.encode()]
             else:
                 status, body = svc.handle(request_hash, payload, buffers)
             if status == ERROR:
                 self._count("service_error", body[0].decode(errors="replace"))
-            self._router.send_multipart([route, call_id, status, *body])
+            router.send_multipart([route, call_id, status, *body])
 
     def _clock_stamp(self, payload: Any) -> int | None:
         """The stamp of a /clock frame's payload (None, counted, if it is not a Clock)."""
@@ -706,6 +761,7 @@ class Node:
                 for prm in self._params.values()
             ],
             counters=dict(self.counters),
+            curve_key=self._keys.public.decode() if self._keys is not None else "",
         )
 
     def _resolve_service(self, name: str, deadline: float) -> ServiceTarget:
@@ -732,11 +788,12 @@ class Node:
             for svc in node.services:
                 if svc.name != name:
                     continue
-                url = self._pick_url(node.context, node.host, node.service_urls)
+                url = self._pick_url(node.context, node.host, node.service_urls,
+                                     node.curve_key)
                 if url is not None:
                     return ServiceTarget(
                         name, node.name, url, svc.request_type, svc.request_hash,
-                        svc.response_type,
+                        svc.response_type, node.curve_key,
                     )
         return None
 

@@ -79,6 +79,7 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     params: list[ParamInfo] = []
     counters: dict[str, int] = {}  # node-level error counters by kind
     origin: str = ""  # registry that owns this record ("" = the local one)
+    curve_key: str = ""  # Z85 CurveZMQ public key of its tcp endpoints ("" = plain tcp)
 
 
 class PeerPublisher(msgspec.Struct, kw_only=True):
@@ -91,6 +92,7 @@ class PeerPublisher(msgspec.Struct, kw_only=True):
     urls: list[str]
     type_name: str
     schema_hash: int
+    curve_key: str = ""  # as in NodeInfo
 
 
 # --- requests (node or CLI -> registry) -------------------------------------------------
@@ -151,10 +153,27 @@ class Graph(msgspec.Struct, tag="graph"):
     nodes: list[NodeInfo]
     problems: list[str]
     silent_s: dict[str, float] = {}  # node uid -> seconds since its last announce
+    counters: dict[str, int] = {}  # the registry's own: rejected requests, refused peers
 
 
 Reply = AnnounceAck | TopicPeers | Notice | Graph | PeerSync
 
+
+class _Decoder:
+    """A msgspec decoder whose only error is msgspec.DecodeError, what the registry, nodes
+    and tools catch. `ParamInfo.value` is `Any`, so a hostile announce nested a thousand
+    levels deep made msgspec raise RecursionError, which stopped the registry."""
+
+    def __init__(self, kind: Any) -> None:
+        self._decoder = msgspec.msgpack.Decoder(kind)
+
+    def decode(self, data: Any) -> Any:
+        try:
+            return self._decoder.decode(data)
+        except RecursionError:
+            raise msgspec.DecodeError("registry message nested too deeply") from None
+
+
 ENCODER = msgspec.msgpack.Encoder()
-REQUEST_DECODER = msgspec.msgpack.Decoder(Request)
-REPLY_DECODER = msgspec.msgpack.Decoder(Reply)
+REQUEST_DECODER = _Decoder(Request)
+REPLY_DECODER = _Decoder(Reply)

@@ -8,6 +8,7 @@ node's event-loop thread.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -15,6 +16,7 @@ import msgspec
 import zmq
 
 from fleetbus.bus import protocol as p
+from fleetbus.bus import security
 from fleetbus.bus.clock import CLOCK_TOPIC
 from fleetbus.bus.wire import HEADER_DECODER, HEADER_ENCODER, FrameHeader, topic_frame
 from fleetbus.messages.base import Message
@@ -29,6 +31,7 @@ _MORE = int(zmq.SNDMORE)  # plain ints: pyzmq's enum flags cost a conversion per
 _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+RATE_WINDOW_S = 5.0  # topic rates are over this much time (see _RateWindow)
 RECV_BATCH = 256  # frames drained per wake-up before other sockets get their turn
 DEFAULT_DEPTH = 1000
 VANISHED_LINGER_S = 5.0
@@ -57,22 +60,42 @@ class AnyMessage:
 
 
 class _RateWindow:
-    """Messages and bytes since the last heartbeat, turned into rates."""
+    """Messages and bytes counted, turned into rates over the last RATE_WINDOW_S at each
+    heartbeat. A rate is messages over the time between the window's first and last
+    message times, not over the window's length: a 1 Hz topic reads 1 Hz, where counts
+    per heartbeat (0.5 s) read 0 and 2 Hz by turns."""
 
     def __init__(self) -> None:
         self.messages = 0
         self.bytes = 0
-        self._mark = (time.monotonic(), 0, 0)
+        self.first_s = self.last_s = 0.0  # monotonic times of the first and last message
+        # (heartbeat time, messages, bytes, last message time), oldest first
+        self._marks: deque[tuple[float, int, int, float]] = deque(
+            [(time.monotonic(), 0, 0, 0.0)])
         self.rate_hz = 0.0
         self.bandwidth_bps = 0.0
 
+    def count_one(self) -> None:
+        self.messages += 1
+        self.last_s = time.monotonic()
+        if not self.first_s:
+            self.first_s = self.last_s
+
     def roll(self) -> None:
         now = time.monotonic()
-        then, messages, nbytes = self._mark
-        if now > then:
-            self.rate_hz = (self.messages - messages) / (now - then)
-            self.bandwidth_bps = (self.bytes - nbytes) / (now - then)
-        self._mark = (now, self.messages, self.bytes)
+        marks = self._marks
+        marks.append((now, self.messages, self.bytes, self.last_s))
+        while len(marks) > 2 and marks[1][0] <= now - RATE_WINDOW_S:
+            marks.popleft()
+        _, messages, nbytes, then_last = marks[0]
+        count = self.messages - messages
+        span = self.last_s - then_last
+        if not then_last:  # the window holds the first message: count the gaps after it
+            count, span = count - 1, self.last_s - self.first_s
+        if count > 0 and span > 0:
+            self.rate_hz, self.bandwidth_bps = count / span, (self.bytes - nbytes) / span
+        else:
+            self.rate_hz = self.bandwidth_bps = 0.0
 
 
 class Publisher(Generic[M]):
@@ -142,7 +165,7 @@ class Publisher(Generic[M]):
             sock.send(buffers[-1], 0, copy=False)
         else:
             sock.send(payload, 0)
-        self.stats.messages += 1
+        self.stats.count_one()
         self.stats.bytes += len(payload) + sum(memoryview(b).nbytes for b in buffers)
         if self.latched:
             self._last = [self._frame, header, payload, *buffers]
@@ -204,7 +227,7 @@ class Subscription(Generic[M]):
         self._connected: dict[str, str] = {}  # publisher uid -> url
         self._vanished: dict[str, float] = {}  # connected uid -> when the registry lost it
         self._refused: set[str] = set()  # publisher uids refused for a type mismatch
-        # zero-copy receive pays off for array payloads only
+        self._static: set[str] = set()  # links made by connect(), kept without the registry
         # Copies are cheaper than zmq.Frame objects for small frames (3 us a message);
         # only typed array messages gain from zero-copy buffers.
         self._copy = self._codec is None or not self._codec.has_arrays
@@ -235,11 +258,17 @@ class Subscription(Generic[M]):
         """Publishers this subscription is connected to now."""
         return len(self._connected)
 
-    def connect(self, url: str, publisher: str = "") -> None:
-        """Connect to a publisher endpoint directly (static wiring without discovery)."""
+    def connect(self, url: str, publisher: str = "", server_key: str = "") -> None:
+        """Connect to a publisher endpoint directly (static wiring without discovery): the
+        link stays, whatever the registry says. `server_key`: the publisher's CurveZMQ
+        public key (Z85) for tcp with FLEETBUS_KEYS."""
         key = publisher or url
+        self._static.add(key)
+        self._link(url, key, server_key)
+
+    def _link(self, url: str, key: str, server_key: str) -> None:
         if key not in self._connected:
-            self.socket.connect(url)
+            security.connect(self.socket, url, self._node._keys, server_key)
             self._connected[key] = url
 
     def update_peers(self, peers: list[p.PeerPublisher], complete: bool) -> None:
@@ -260,18 +289,19 @@ class Subscription(Generic[M]):
                         level="error",
                     )
                 continue
-            url = node._pick_url(peer.context, peer.host, peer.urls)
+            url = node._pick_url(peer.context, peer.host, peer.urls, peer.curve_key)
             if url is None:
+                mismatch = node._curve_mismatch(peer.curve_key)
                 node._count(
                     "unreachable",
                     f"no reachable endpoint for publisher {peer.node} on {self.topic} "
-                    f"(offers {', '.join(peer.urls)})",
+                    f"(offers {', '.join(peer.urls)}{'; ' if mismatch else ''}{mismatch})",
                 )
                 continue
             wanted.add(peer.uid)
             if self._connected.get(peer.uid) != url:
                 try:
-                    self.connect(url, peer.uid)
+                    self._link(url, peer.uid, peer.curve_key)
                 except zmq.ZMQError as exc:  # a malformed endpoint must not stop the node
                     node._count(
                         "unreachable",
@@ -282,7 +312,7 @@ class Subscription(Generic[M]):
             now = time.monotonic()
             for uid in wanted:
                 self._vanished.pop(uid, None)
-            for uid in set(self._connected) - wanted:
+            for uid in set(self._connected) - wanted - self._static:
                 since = self._vanished.setdefault(uid, now)
                 if now - since < VANISHED_LINGER_S:
                     continue  # maybe only busy: a long callback stops its heartbeats too
@@ -378,7 +408,7 @@ class Subscription(Generic[M]):
     def _deliver(self, frames: list[Any]) -> None:
         node = self._node
         size = sum(map(len, frames))
-        self.stats.messages += 1
+        self.stats.count_one()
         self.stats.bytes += size
         if len(frames) < 3:
             return self._reject(f"truncated frame ({len(frames)} parts, need 3)")

@@ -4,11 +4,13 @@ It is not in the data path. Nodes announce their full state every heartbeat; the
 registry answers with the publishers of the topics they subscribe to and pushes changes
 as they happen. A registry can be restarted at any time (nodes keep their links and
 re-announce) and registries on several hosts can be joined over tcp: each sends its local
-nodes to the others, so a subscriber on one host finds a publisher on another.
+nodes to the others, so a subscriber on one host finds a publisher on another. With
+FLEETBUS_KEYS its tcp endpoints are CurveZMQ and accept authorized peers only.
 """
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
@@ -22,6 +24,7 @@ import msgspec
 import zmq
 
 from fleetbus.bus import protocol as p
+from fleetbus.bus import security
 from fleetbus.bus.config import BusConfig, remove_ipc_files
 from fleetbus.bus.doctor import type_mismatches
 
@@ -59,7 +62,11 @@ class Registry:
         self._records: dict[str, _Record] = {}
         self._signatures: dict[str, frozenset] = {}
         self._told_problems: set[str] = set()
-        self.rejected = 0  # malformed requests dropped
+        # All kinds present from the start: the authenticator's thread counts refusals
+        # while this one copies the counters, which must not change size meanwhile.
+        self.counters = collections.Counter(rejected=0, auth_refused=0)
+        self._refused_logged: set[tuple[str, str]] = set()
+        self._keys = self.config.keys()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock_file = self._acquire_lock()
@@ -67,18 +74,37 @@ class Registry:
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self._router.bind(self.config.registry)
-        self.endpoints = [self.config.registry]
-        if tcp:
-            self._router.bind(tcp)
-            self.endpoints.append(self._router.getsockopt(zmq.LAST_ENDPOINT).decode())
+        # Endpoints as peers reach them: a CurveZMQ one names this host's key after '#'.
+        self.endpoints = [self._bind(url) for url in (self.config.registry, tcp) if url]
         self._peers: list[zmq.Socket] = []
         for url in join:
             dealer = self._ctx.socket(zmq.DEALER)
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.setsockopt(zmq.SNDHWM, 10)
-            dealer.connect(url)
+            security.connect(dealer, url, self._keys)
             self._peers.append(dealer)
+
+    @property
+    def rejected(self) -> int:
+        """Malformed requests dropped."""
+        return self.counters["rejected"]
+
+    def _bind(self, url: str) -> str:
+        endpoint = security.bind(self._router, url, self._keys, self.id, self._on_refused)
+        if self._keys is not None and endpoint.startswith("tcp://"):
+            endpoint += "#" + self._keys.name
+        return endpoint
+
+    def _on_refused(self, key: str, address: str) -> None:
+        """A tcp peer with an unknown key was turned away (on the authenticator's
+        thread): counted, and logged once per key and address."""
+        self.counters["auth_refused"] += 1
+        if (key, address) not in self._refused_logged:
+            if len(self._refused_logged) > 1000:
+                self._refused_logged.clear()  # bounded: a flood must not grow memory
+            self._refused_logged.add((key, address))
+            log.error("registry: refused tcp peer %s: its key %s is not authorized "
+                      "(`fleetbus keys authorize` its certificate to accept it)", address, key)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -128,6 +154,7 @@ class Registry:
         self._router.close(linger=0)
         for dealer in self._peers:
             dealer.close(linger=0)
+        security.release(self._ctx, self.id)
         remove_ipc_files(self.endpoints)
         if self._lock_file is not None:
             os.close(self._lock_file)
@@ -144,7 +171,7 @@ class Registry:
             try:
                 request = p.REQUEST_DECODER.decode(frames[-1])
             except msgspec.DecodeError as exc:
-                self.rejected += 1
+                self.counters["rejected"] += 1
                 if self.rejected == 1 or self.rejected % 1000 == 0:  # bounded log, full count
                     log.warning("registry: dropped malformed request number %d (%s)",
                                 self.rejected, exc)
@@ -219,6 +246,7 @@ class Registry:
             nodes=nodes,
             problems=[finding.text for finding in type_mismatches(nodes)],
             silent_s={uid: now - rec.seen for uid, rec in self._records.items()},
+            counters=dict(self.counters),
         )
 
     def _peers_of(self, topic: str) -> list[p.PeerPublisher]:
@@ -231,6 +259,7 @@ class Registry:
                 urls=rec.info.data_urls,
                 type_name=pub.type_name,
                 schema_hash=pub.schema_hash,
+                curve_key=rec.info.curve_key,
             )
             for rec in self._records.values()
             for pub in rec.info.publishers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zmq
 
 from fleetbus.bus import protocol as p
+from fleetbus.bus import security
 from fleetbus.bus.config import BusConfig
 
 
@@ -20,7 +21,7 @@ def fetch_graph(
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IMMEDIATE, 1)
     try:
-        sock.connect(config.registry)
+        security.connect(sock, config.registry, config.keys())
         if not sock.poll(int(timeout * 1000), zmq.POLLOUT):
             return None
         sock.send(p.ENCODER.encode(p.Snapshot()))

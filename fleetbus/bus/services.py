@@ -3,7 +3,8 @@
 Wire format over DEALER (client) → ROUTER (the serving node's service socket):
 request ``[call_id, service name, request schema hash, payload, *buffers]``, reply
 ``[call_id, b"ok" | b"error", payload or UTF-8 error text, *buffers]`` — buffers are the
-numpy array fields, as on topics. Every call has a timeout.
+numpy array fields, as on topics. Every call has a timeout. A service declared
+`authenticated_only` refuses requests that came over a tcp link without CurveZMQ.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ class Service(Generic[Req, Resp]):
         request_type: type[Req],
         response_type: type[Resp],
         handler: Callable[[Req], Resp],
+        authenticated_only: bool = False,
     ) -> None:
         self.name = name
         self.request = Codec(request_type)
         self.response = Codec(response_type)
         self.handler = handler
+        self.authenticated_only = authenticated_only
         self.calls = 0
         self.errors = 0
 
@@ -107,6 +110,7 @@ class ServiceTarget:
     request_type: str
     request_hash: int
     response_type: str
+    server_key: str = ""  # the serving node's CurveZMQ key, for a tcp url
 
 
 def decode_response(codec: Codec | None, body: bytes, buffers: list[Any]) -> Any:

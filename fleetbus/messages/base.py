@@ -50,10 +50,12 @@ def type_name(cls: type[Message]) -> str:
     return cls.__msgtype__
 
 
-def lookup_type(name: str) -> type[Message]:
+def lookup_type(name: str, *, imports: bool = True) -> type[Message]:
     """Find a message class by wire name (``fleetbus/Odometry``) or import path
-    (``package.module:Class``). Raises KeyError naming what was asked for."""
-    if ":" in name:
+    (``package.module:Class``). Raises KeyError naming what was asked for.
+    `imports=False` for a name that came from the bus (the graph): an import path there
+    would import whatever module a peer names, so only defined types are found."""
+    if ":" in name and imports:
         import importlib
 
         module, _, attr = name.partition(":")
