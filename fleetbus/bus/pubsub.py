@@ -267,9 +267,13 @@ class Subscription(Generic[M]):
         self._link(url, key, server_key)
 
     def _link(self, url: str, key: str, server_key: str) -> None:
-        if key not in self._connected:
-            security.connect(self.socket, url, self._node._keys, server_key)
-            self._connected[key] = url
+        old = self._connected.get(key)
+        if old == url:
+            return
+        if old is not None:  # the publisher now offers a closer endpoint
+            self.socket.disconnect(old)
+        security.connect(self.socket, url, self._node._keys, server_key)
+        self._connected[key] = url
 
     def update_peers(self, peers: list[p.PeerPublisher], complete: bool) -> None:
         """Follow the registry's list of publishers: connect new ones whose type matches,
