@@ -89,9 +89,14 @@ def run_fleetbus(rate: float, seconds: float) -> dict[str, float]:
         go.set()
         sent = done.get(timeout=seconds * 10 + 30)
         sub = recorder.subs[TOPIC]
-        while sub.stats.messages + sub.gaps < sent and time.perf_counter() - t0 < seconds * 10:
+        # until all arrived, or nothing did for a second (lost at the tail: uncounted)
+        last_n, last_t = -1, time.perf_counter()
+        while sub.stats.messages + sub.gaps < sent and time.perf_counter() - last_t < 1.0:
+            if sub.stats.messages != last_n:
+                last_n, last_t = sub.stats.messages, time.perf_counter()
             time.sleep(0.01)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        wall = (time.perf_counter() if sub.stats.messages + sub.gaps >= sent else last_t) - t0
+        cpu = time.process_time() - cpu0
     proc.join(10)
     got = recorder.sink.messages
     return {"sent": sent, "recorded": got, "dropped": sent - got, "rate": got / wall,
