@@ -95,6 +95,25 @@ def test_the_simulator_takes_the_graph_vehicles_with_their_model_overrides(tmp_p
     assert check(path).returncode == 0  # and the simulator accepts them
 
 
+def test_rate_contracts_reach_the_health_monitor_or_bring_one(tmp_path):
+    write(tmp_path, """
+        rates: {tick: 10, "/abs": 2}
+        nodes:
+          - {name: t, class: "tests.launch_nodes:Ticker"}
+        """, "part.yaml")
+    own = "{name: health, class: 'fleetbus.monitoring.health:HealthMonitor', " \
+          "params: {rates: {/imu: 100}}}"
+    for nodes, monitor in (("", "/health"), (f"nodes:\n  - {own}\n", "/health")):
+        path = write(tmp_path, "rates: {/imu: 50, /gps: 1}\ninclude:\n"
+                     "  - {file: part.yaml, namespace: car1}\n" + nodes)
+        graph = Graph.load(str(path))
+        assert graph.rates == {"/car1/tick": 10, "/abs": 2, "/imu": 50, "/gps": 1}
+        health = graph.node(monitor)
+        expected = {**graph.rates, "/imu": 100} if nodes else graph.rates
+        assert health.params["rates"] == expected  # a monitor's own contract wins
+        assert check(path).returncode == 0
+
+
 @pytest.mark.parametrize("text, expected", [
     ("vehicles:\n  - {id: b1, type: blimp}\n", ":2:20: Invalid enum value 'blimp'"),
     ("nodes:\n  - name: a\n   class: [\n", ":3:4: invalid YAML"),
@@ -107,6 +126,7 @@ def test_the_simulator_takes_the_graph_vehicles_with_their_model_overrides(tmp_p
      "  - {name: b, class: 'x:Y', depends_on: [a]}\n", "depends_on cycle: /a -> /b -> /a"),
     ("nodes:\n  - {name: a, class: 'x:Y', depends_on: [zz]}\n", "depends on zz"),
     ("nodes:\n  - {name: a}\n", "give exactly one of `class`"),
+    ("rates: {/car1/imu: -5}\n", ":1:20: the rate contract of '/car1/imu' must be"),
 ])
 def test_file_errors_name_file_line_and_column(tmp_path, text, expected):
     path = write(tmp_path, text)

@@ -21,6 +21,9 @@ VehicleType = Literal["quadrotor", "vessel", "car"]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 LATENCY_MONITOR = "fleetbus.nodes.latency:LatencyMonitor"
 """The node the loader adds, named `latency`, when a file declares latency budgets."""
+HEALTH_MONITOR = "fleetbus.monitoring.health:HealthMonitor"
+"""The node that holds a graph's rate contracts; the loader adds one, named `health`, when
+a file declares `rates` and runs none."""
 
 
 class NodeSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -125,6 +128,10 @@ class GraphFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     the parameters `vehicle_id`, `vehicle_type` and `start` added."""
     latency_budgets: list[LatencyBudget] = []
     """Chains whose latency the run measures against a budget (adds the node `latency`)."""
+    rates: dict[str, Positive] = {}
+    """Topic rate contracts, {topic glob: minimum Hz}: the health monitor rates each
+    matching topic WARN below 80 % and STALE at zero, on the publishers' wall-clock rates.
+    A relative glob is under the include's namespace."""
 
 
 def schema() -> dict[str, Any]:
@@ -141,6 +148,8 @@ class Graph:
         self.nodes: list[NodeSpec] = []
         self.origins: list[tuple[str, int, int]] = []
         """Where each node was written (file, line, column), parallel to `nodes`."""
+        self.rates: dict[str, float] = {}
+        """Rate contracts of the files, {absolute topic glob: Hz} (see GraphFile.rates)."""
 
     def add(self, name: str, node_class: str | None = None, **options: Any) -> NodeSpec:
         """Add a node; `options` are NodeSpec fields (cmd, namespace, params, ...)."""

@@ -12,6 +12,7 @@ import msgspec
 import yaml
 
 from fleetbus.launch.graph import (
+    HEALTH_MONITOR,
     LATENCY_MONITOR,
     Graph,
     GraphFile,
@@ -24,6 +25,16 @@ _ARG = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 T = TypeVar("T")
 Where = tuple[str, int, int]  # file, line, column
+MAX_DEPTH = 100
+"""How deep a graph file may nest: the loader walks its values recursively."""
+MAX_VALUES = 1_000_000
+"""How many values a graph file may hold with its YAML aliases expanded: a few hundred bytes
+of aliases of aliases (a "billion laughs") expand to billions, which the loader would copy."""
+YAML_FAULTS = (yaml.YAMLError, ValueError, LookupError, AttributeError, RecursionError)
+"""What PyYAML's safe loading raises on bad text. Beyond YAMLError, its constructors fail on
+some explicitly tagged scalars with bare builtin errors (`!!float ""` IndexError, `!!bool x`
+KeyError, `!!timestamp x` AttributeError; a date 2020-13-45, `!!int x` or an integer of
+5000 digits ValueError), and nesting deeper than its parser recurses is a RecursionError."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,9 @@ class _Source:
             text = path.read_text()
         except OSError as exc:
             raise GraphError([Problem(str(path), 0, 0, f"cannot read: {exc.strerror}")]) from None
+        except UnicodeDecodeError as exc:  # a binary file, or another encoding
+            raise GraphError([Problem(str(path), 0, 0, f"not UTF-8 text: {exc.reason} at "
+                                                       f"byte {exc.start}")]) from None
         try:
             self.tree = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text)
@@ -63,6 +77,13 @@ class _Source:
             line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
             raise GraphError([Problem(str(path), line, col, f"invalid YAML: {exc.problem}")]
                              ) from None
+        except YAML_FAULTS as exc:  # without a position
+            raise GraphError([Problem(str(path), 0, 0, f"invalid YAML: {yaml_fault(exc)}")]
+                             ) from None
+        try:
+            _check_size(self.data)
+        except ValueError as exc:
+            raise GraphError([Problem(str(path), 0, 0, f"invalid YAML: {exc}")]) from None
         if self.data is None:
             self.data = {}
         if not isinstance(self.data, dict):
@@ -87,6 +108,48 @@ class _Source:
             return Problem(str(self.path), 0, 0, message)
         return Problem(str(self.path), node.start_mark.line + 1, node.start_mark.column + 1,
                        message)
+
+
+def yaml_fault(exc: BaseException) -> str:
+    """What went wrong, for one of YAML_FAULTS."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, yaml.YAMLError):
+        return str(exc)
+    return f"a value it cannot read ({type(exc).__name__}: {exc})"
+
+
+def _check_size(data: Any) -> None:
+    """ValueError if `data`, its aliases expanded, nests deeper than MAX_DEPTH or holds more
+    than MAX_VALUES values, or if an alias contains itself (`&a [*a]`): the loader copies
+    the tree, and would recurse without end or run out of memory. Shared parts (aliases)
+    are measured once, so this costs one pass over the file's own values."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (values, depth below)
+    open_: set[int] = set()
+
+    def measure(value: Any, depth: int) -> tuple[int, int]:
+        if not isinstance(value, dict | list | set):
+            return 1, 0
+        if id(value) in open_:
+            raise ValueError("a YAML alias contains itself")
+        count, below = measured.get(id(value)) or (0, 0)
+        if not count:
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            open_.add(id(value))
+            count = 1
+            for child in [*value, *value.values()] if isinstance(value, dict) else value:
+                child_count, child_below = measure(child, depth + 1)
+                count, below = count + child_count, max(below, child_below + 1)
+            open_.discard(id(value))
+            measured[id(value)] = count, below
+        if depth + below > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        if count > MAX_VALUES:
+            raise ValueError(f"more than {MAX_VALUES} values once its aliases are expanded")
+        return count, below
+
+    measure(data, 0)
 
 
 def _error_path(exc: msgspec.ValidationError) -> list[str | int]:
@@ -133,7 +196,11 @@ def _parse_sets(sets: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, An
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise GraphError([Problem("--set", 0, 0, f"expected key=value, got {item!r}")])
-        value = yaml.safe_load(text) if text else ""
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except YAML_FAULTS as exc:
+            raise GraphError([Problem("--set", 0, 0, f"{item!r}: invalid YAML value: "
+                                                     f"{yaml_fault(exc)}")]) from None
         node, dot, param = key.rpartition(".")
         if dot:
             params.setdefault(node, {})[param] = value
@@ -170,9 +237,18 @@ def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, 
     data = _substitute({k: v for k, v in source.data.items()
                         if k not in ("vehicle_nodes", "vehicles", "latency_budgets")},
                        merged, [], missing)
-    template = source.data.get("vehicle_nodes", [])
+    # checked here, as GraphFile checks the rest: the loop below iterates over it
+    template = _converted(source, source.data.get("vehicle_nodes", []), list[Any],
+                          ["vehicle_nodes"])
     if missing:
         raise _unknown_args(source, missing)
+    rates = data.get("rates")
+    for glob, hz in rates.items() if isinstance(rates, dict) else ():
+        # here, not by GraphFile: msgspec's message would not say which contract is wrong
+        if isinstance(hz, bool) or not isinstance(hz, int | float) or not hz > 0:
+            raise GraphError([source.problem(["rates", glob], f"the rate contract of "
+                                             f"{glob!r} must be a number of Hz > 0, not "
+                                             f"{hz!r}")])
     try:
         spec = msgspec.convert({**data, "vehicles": raw_vehicles, "vehicle_nodes": [],
                                 "latency_budgets": []}, GraphFile)
@@ -181,28 +257,39 @@ def _expand(path: Path, args: dict[str, Any], namespace: str, seen: tuple[Path, 
                          ) from None
     graph.name = graph.name or spec.name
     graph.env = {**spec.env, **graph.env}
-    for include in spec.include:
-        _expand((path.parent / include.file).resolve(), include.args,
-                _join(namespace, include.namespace), (*seen, path), graph, budgets)
+    for i_index, include in enumerate(spec.include):
+        try:
+            included = (path.parent / include.file).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # a NUL in it; a symlink loop
+            raise GraphError([source.problem(["include", i_index, "file"],
+                                             f"bad include path {include.file!r}: {exc}")]
+                             ) from None
+        _expand(included, include.args, _join(namespace, include.namespace), (*seen, path),
+                graph, budgets)
     for index, node in enumerate(spec.nodes):
         _add(graph, _place(node, namespace), source.where(["nodes", index]))
+    for glob, hz in spec.rates.items():
+        graph.rates[glob if glob.startswith("/") else "/" + _join(namespace, glob)] = hz
     for v_index, vehicle in enumerate(spec.vehicles):
         missing = []
         nodes = _substitute(template, _vehicle_args(merged, vehicle), ["vehicle_nodes"], missing)
         if missing:
             raise GraphError([source.problem(p, f"unknown argument ${{{name}}}")
                               for p, name in missing])
+        specs = []
         for t_index, raw in enumerate(nodes):
             try:
-                node = msgspec.convert(raw, NodeSpec)
+                specs.append(msgspec.convert(raw, NodeSpec))
             except msgspec.ValidationError as exc:
                 where = ["vehicle_nodes", t_index, *_error_path(exc)]
                 raise GraphError([source.problem(where, str(exc).split(" - at ")[0])]) from None
+        # from the checked specs: a raw entry's name may be anything (a list: unhashable)
+        unknown = set(vehicle.params) - {spec.name for spec in specs}
+        if unknown:
+            raise GraphError([source.problem(["vehicles", v_index, "params"],
+                                             f"no template node named {sorted(unknown)}")])
+        for t_index, node in enumerate(specs):
             overlay = vehicle.params.get(node.name, {})
-            unknown = set(vehicle.params) - {n.get("name") for n in nodes}
-            if unknown:
-                raise GraphError([source.problem(["vehicles", v_index, "params"],
-                                                 f"no template node named {sorted(unknown)}")])
             node = msgspec.structs.replace(
                 node, namespace=_join(vehicle.id, node.namespace),
                 params={**node.params, **overlay},
@@ -281,6 +368,20 @@ def _add_latency_monitor(graph: Graph, budgets: list[tuple[LatencyBudget, Where]
                          env={"FLEETBUS_CLOCK": "wall"}), budgets[0][1])
 
 
+def _add_rate_contracts(graph: Graph, where: Where) -> None:
+    """The graph's rate contracts go to its health monitors (their own `rates` win), or
+    to a `health` node added for them, on the wall clock like the rates it checks."""
+    if not graph.rates:
+        return
+    monitors = [n for n in graph.nodes if n.node_class == HEALTH_MONITOR]
+    for node in monitors:
+        node.params = {**node.params, "rates": {**graph.rates, **node.params.get("rates", {})}}
+    if not monitors:
+        _add(graph, NodeSpec(name="health", node_class=HEALTH_MONITOR,
+                             params={"rates": dict(graph.rates)},
+                             env={"FLEETBUS_CLOCK": "wall"}), where)
+
+
 def _unknown_args(source: _Source, missing: list[tuple[list[str | int], str]]) -> GraphError:
     return GraphError([source.problem(p, f"unknown argument ${{{name}}} (declare it under "
                                          "args: or pass --set)") for p, name in missing])
@@ -348,23 +449,29 @@ def validate(graph: Graph, file: str = "<graph>") -> list[Problem]:
 
 
 def _cycles(graph: Graph) -> list[str]:
+    """Depth first, with a stack of its own rather than recursion: a chain of a thousand
+    nodes, each depending on the next, must not exhaust Python's recursion limit."""
     deps = {n.full_name: n.depends_on for n in graph.nodes}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     found: list[str] = []
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            found.append("depends_on cycle: " + " -> ".join([*path[path.index(name):], name]))
-            return
-        state[name] = 1
-        for dep in deps.get(name, []):
-            visit(dep, [*path, name])
-        state[name] = 2
-
-    for name in deps:
-        visit(name, [])
+    for root in deps:
+        if state.get(root) == 2:
+            continue
+        state[root] = 1
+        path = [root]  # the current chain of nodes, each depending on the next
+        todo = [iter(deps.get(root, []))]  # each one's dependencies still to visit
+        while todo:
+            name = next(todo[-1], None)
+            if name is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(name) == 1:
+                found.append("depends_on cycle: "
+                             + " -> ".join([*path[path.index(name):], name]))
+            elif state.get(name) != 2:
+                state[name] = 1
+                path.append(name)
+                todo.append(iter(deps.get(name, [])))
     return found
 
 
@@ -375,6 +482,7 @@ def load_graph(path: str, args: dict[str, Any], sets: list[str]) -> Graph:
     budgets: list[tuple[LatencyBudget, Where]] = []
     _expand(file, {**args, **set_args}, "", (), graph, budgets)
     _add_latency_monitor(graph, budgets)
+    _add_rate_contracts(graph, (str(file), 0, 0))
     for target, params in set_params.items():
         matches = [i for i, n in enumerate(graph.nodes) if target in (n.name, n.full_name)]
         if not matches:

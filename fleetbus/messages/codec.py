@@ -110,4 +110,10 @@ def to_builtins(payload: bytes | memoryview, buffers: Sequence[Any] = ()) -> Any
             return array_from_ref(data, buffers)
         return msgpack.ExtType(code, data)
 
-    return msgpack.unpackb(payload, ext_hook=ext, strict_map_key=False)
+    # Both are ValueErrors, as before, but msgpack's own carry no message at all.
+    try:
+        return msgpack.unpackb(payload, ext_hook=ext, strict_map_key=False)
+    except msgpack.StackError:
+        raise DecodeError("payload nested deeper than MessagePack's limit") from None
+    except msgpack.FormatError:
+        raise DecodeError("payload is not MessagePack (a reserved type byte)") from None

@@ -8,8 +8,8 @@ GraphWatch) and the bus's own reports:
   look; STALE when its heartbeats stopped (a blocked loop) or it left the graph -- a node
   that is back under the same name was restarted;
 - a topic: STALE when no publisher sends at all, WARN under 80 % of its contract's rate
-  (the `rates` parameter: {topic glob: Hz}, declared in the graph file like any node's
-  parameters; the rates are the publishers' own counters, in wall-clock Hz);
+  (the `rates` parameter, {topic glob: Hz}: a graph file's `rates:` section, which the
+  loader passes on; the rates are the publishers' own counters, in wall-clock Hz);
 - a vehicle (a namespace): the worst of its nodes and topics.
 
 Each rating goes out as a Diagnostic on /diagnostics named health/node/<name>,

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,13 +75,17 @@ def read_json(source: JsonSource, what: str) -> Mapping[str, Any]:
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
+        # UnicodeDecodeError: a binary file; ValueError: a NUL in the path
+        except (OSError, ValueError) as exc:
             raise GeofenceError(f"cannot read {what} file {str(path)!r}: {exc}") from exc
         name = f"{what} file {str(path)!r}"
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GeofenceError(f"{name} is not valid JSON: {exc}") from exc
+    # ValueError beyond JSONDecodeError: an integer of more than 4300 digits (Python's limit
+    # on converting them); RecursionError: arrays nested a few thousand deep
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise GeofenceError(f"{name} is not valid JSON: {why}") from None
     if not isinstance(doc, dict):
         raise GeofenceError(f"{name} must hold a JSON object, got {type(doc).__name__}")
     return doc
@@ -97,8 +102,11 @@ def located(where: str) -> Iterator[None]:
 
 
 def is_number(value: object) -> bool:
-    """A JSON number (bool is an int in Python but never a number in a file)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number (bool is an int in Python but never a number in a file) that converts
+    to float: JSON integers have no size limit, and float(10**400) raises OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, float) or abs(value) <= sys.float_info.max
 
 
 def check_latlon(lat: np.ndarray, lon: np.ndarray, what: str) -> None:
@@ -235,7 +243,8 @@ def _feature_zones(index: int, feature: object, origin: Origin) -> list[Zone]:
         geometry, props = feature_parts(feature)
         zone_id = _zone_id(index, feature, props)
     with located(f"feature {index} ({zone_id!r})"):
-        build = _BUILDERS.get(geometry.get("type"))
+        kind = geometry.get("type")
+        build = _BUILDERS.get(kind) if isinstance(kind, str) else None  # a list: unhashable
         if build is None:
             raise GeofenceError(f"unsupported geometry type {geometry.get('type')!r} "
                                 f"(one of {', '.join(_BUILDERS)})")
@@ -259,6 +268,8 @@ def _attributes(props: Mapping[str, Any]) -> dict[str, Any]:
     priority = props.get("priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise GeofenceError(f"property 'priority' must be an integer, got {priority!r}")
+    if not -(2**63) <= priority < 2**63:  # the fence travels as a message, priority an int64
+        raise GeofenceError(f"property 'priority' {priority} is outside the 64-bit range")
     return {"inclusion": _inclusion(props),
             "floor_m": -math.inf if floor is None else floor,
             "ceiling_m": math.inf if ceiling is None else ceiling,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from fleetbus.launch.loader import YAML_FAULTS, yaml_fault
 from fleetbus.sim_bridge.sensing import SENSORS
 
 PX4_NAMES = {"off": "dropout", "delayed": "delay", "garbage": "noise", "wrong": "bias",
@@ -49,6 +51,11 @@ PARAMETERS: dict[str, tuple[str, ...]] = {  # type -> its required parameters
     "intermittent": ("probability",), "link_loss": (),
 }
 _ENTRY_KEYS = {"at", "for", "target", "type"} | {p for ps in PARAMETERS.values() for p in ps}
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxlong = 2, 6, 6, 60, 40
+"""How an error message shows a value from a plan: bounded, because YAML aliases make a few
+hundred bytes of plan a value of billions of items (a "billion laughs"), whose full repr
+took minutes and gigabytes."""
 
 
 class FaultPlanError(ValueError):
@@ -97,13 +104,18 @@ def load_plan(source: str | Path | list[Any], vehicles: Mapping[str, str],
             return load_plan(source.read_text(), vehicles, first_index)
         except OSError as exc:
             raise FaultPlanError(f"fault plan {source}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:  # a binary file, or another encoding
+            raise FaultPlanError(f"fault plan {source}: not UTF-8 text: {exc.reason} at "
+                                 f"byte {exc.start}") from None
         except FaultPlanError as exc:
             raise FaultPlanError(f"{source}: {exc}") from None
     if isinstance(source, str):
         try:
             entries = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            raise FaultPlanError(f"fault plan is not valid YAML: {exc}") from None
+        # as the graph loader: PyYAML's constructors fail on some tagged scalars with bare
+        # builtin errors (`!!float ""`, `!!bool x`, a date 2020-13-45), deep nesting recurses
+        except YAML_FAULTS as exc:
+            raise FaultPlanError(f"fault plan is not valid YAML: {yaml_fault(exc)}") from None
         if isinstance(entries, dict) and "faults" in entries:
             entries = entries["faults"]
         if entries is None:
@@ -119,16 +131,16 @@ def load_plan(source: str | Path | list[Any], vehicles: Mapping[str, str],
 def _parse(index: int, entry: Any, vehicles: Mapping[str, str]) -> list[Fault]:
     where = f"fault plan entry {index}"
     if not isinstance(entry, dict):
-        raise FaultPlanError(f"{where}: expected a mapping, got {entry!r}")
+        raise FaultPlanError(f"{where}: expected a mapping, got {_SHOW.repr(entry)}")
     unknown = set(entry) - _ENTRY_KEYS
-    if unknown:
-        raise FaultPlanError(f"{where}: unknown field(s) {sorted(unknown)}")
+    if unknown:  # sorted by repr: YAML keys may be numbers too, which do not sort with str
+        raise FaultPlanError(f"{where}: unknown field(s) {sorted(unknown, key=repr)}")
     name = entry.get("type")
     if name is False:  # YAML 1.1 reads an unquoted `off` (PX4's name) as false
         name = "off"
     kind = PX4_NAMES.get(name, name) if isinstance(name, str) else None
     if kind not in PARAMETERS:
-        raise FaultPlanError(f"{where}: unknown type {name!r} (known: "
+        raise FaultPlanError(f"{where}: unknown type {_SHOW.repr(name)} (known: "
                              f"{', '.join(PARAMETERS)}; PX4 names: {', '.join(PX4_NAMES)})")
     where = f"{where} ({name})"
     if "at" not in entry:
@@ -179,21 +191,31 @@ def _parse(index: int, entry: Any, vehicles: Mapping[str, str]) -> list[Fault]:
 def _number(entry: dict[str, Any], key: str, where: str, minimum: float,
             strict: bool = False) -> float:
     value = entry[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise FaultPlanError(f"{where}: {key!r} must be a finite number, got {value!r}")
+    if not _finite(value):
+        raise FaultPlanError(f"{where}: {key!r} must be a finite number, "
+                             f"got {_SHOW.repr(value)}")
     if value < minimum or (strict and value == minimum):
         raise FaultPlanError(f"{where}: {key!r} must be {'>' if strict else '>='} {minimum}, "
                              f"got {value}")
     return float(value)
 
 
+def _finite(value: Any) -> bool:
+    """A finite int or float, not a bool. YAML reads 400 digits as an int, which is beyond
+    float: math.isfinite and float() raise OverflowError on it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _offset(value: Any, components: int, where: str) -> np.ndarray:
     values = value if isinstance(value, list) else [value]
-    if len(values) not in (1, components) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in values):
+    if len(values) not in (1, components) or not all(_finite(v) for v in values):
         raise FaultPlanError(f"{where}: 'offset' must be a finite number or a list of "
-                             f"{components}, got {value!r}")
+                             f"{components}, got {_SHOW.repr(value)}")
     return np.broadcast_to(np.asarray(values, float), (components,)).copy()
 
 

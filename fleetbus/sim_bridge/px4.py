@@ -67,7 +67,8 @@ class Px4Link:
     `counters` count what happened, bad input included: `bad_crc` and `garbage` (bytes the
     MAVLink parser rejected), `bad_controls` (non-finite outputs, taken as 0),
     `stale_actuators` (an actuator message stamped before the previous one: not stepped),
-    `ignored` (messages this protocol has no use for). `last_error` says the latest.
+    `bad_command` (a non-finite message interval: refused), `ignored` (messages this
+    protocol has no use for). `last_error` says the latest.
     """
 
     def __init__(self, body: HilBody, settings: Px4Settings | None = None) -> None:
@@ -153,9 +154,15 @@ class Px4Link:
 
     def _command(self, msg: mavlink.MAVLink_command_long_message) -> bytes:
         if (msg.command == mavlink.MAV_CMD_SET_MESSAGE_INTERVAL
+                and math.isfinite(msg.param1)  # round() raises on NaN and infinity
                 and round(msg.param1) == mavlink.MAVLINK_MSG_ID_HIL_STATE_QUATERNION):
-            self.sensors.request_ground_truth(msg.param2)
-            result = mavlink.MAV_RESULT_ACCEPTED
+            if math.isfinite(msg.param2):
+                self.sensors.request_ground_truth(msg.param2)
+                result = mavlink.MAV_RESULT_ACCEPTED
+            else:  # an infinite interval made a rate of 0, and the sensors divide by it
+                self.count("bad_command", f"PX4 link: message interval {msg.param2} us for "
+                           "HIL_STATE_QUATERNION; refused")
+                result = mavlink.MAV_RESULT_DENIED
         else:
             self.count("ignored")
             result = mavlink.MAV_RESULT_UNSUPPORTED

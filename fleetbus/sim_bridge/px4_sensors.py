@@ -109,8 +109,11 @@ class Px4Sensors:
         if interval_us < 0:
             self.ground_truth = None
         else:
-            self.ground_truth = _Schedule(1e6 / interval_us if interval_us > 0 else
-                                          1.0 / self.physics_dt_s)
+            # Never faster than the physics rate, which is all one message a step can do: an
+            # interval under 0.5 us made a period of 0, and due() divided by it.
+            step_hz = 1.0 / self.physics_dt_s
+            self.ground_truth = _Schedule(min(1e6 / interval_us, step_hz) if interval_us > 0
+                                          else step_hz)
 
     def messages(self, time_us: int) -> list[mavlink.MAVLink_message]:
         """HIL_SENSOR every time; HIL_GPS and the ground truth when due."""
