@@ -15,7 +15,7 @@ GraphWatch) and the bus's own reports:
 Each rating goes out as a Diagnostic on /diagnostics named health/node/<name>,
 health/topic/<topic> or health/vehicle/<id>, every `poll_s`. Alerts go out as Events on
 /alerts, and into the log, when something needs attention (a rating once it has held for
-`confirm` looks in a row, so that a stopping graph or one slow count raises none): a node
+`confirm` looks in a row, so that one slow count raises none): a node
 restarted, gone or in error, a contract's rate missed, a subscription that dropped stale
 input, a controller's solve that overran its deadline (the `overrun` counter of a
 control/<id> Diagnostic), and every Event of warn severity or worse on /events (a geofence
@@ -141,8 +141,7 @@ class HealthMonitor(Node):
     def _confirmed(self, key: str, level: str) -> bool:
         """Whether `level` is news to alert on: not OK, not alerted already, and held for
         `confirm` ratings in a row. A single bad look is often no fault: a rate counted
-        across a pause, or a graph being stopped, whose nodes leave while this one is
-        stopping too."""
+        across a pause, or nodes leaving a graph that is being stopped, this one too."""
         held = self.held.get(key)
         held = (level, held[1] + 1) if held and held[0] == level else (level, 1)
         self.held[key] = held
