@@ -214,6 +214,13 @@ class PathTrackingMpc:
         if self._solver is None:
             self._solver = self._build()
         self._guess: np.ndarray | None = None  # the last solution, for warm starts
+        # The last solve's statistics, kept until the next one replaces them: CasADi's SWIG
+        # layer interns every stat name (46 for fatrop) into CPython's interned-string
+        # table. Freed after each solve, they left 46 dead slots there per solve, and every
+        # ~3,600 solves the table (3.7 MiB once the stack is imported) was re-allocated:
+        # the 3.7 MiB RSS steps of the drone and ship processes in the soak (issue 11).
+        # Held, the next call finds the same names interned already and adds nothing.
+        self.stats: dict[str, Any] = {}
         self.fallbacks = Fallbacks(vehicle, settings)
         self.counters = self.fallbacks.counters
         self._worker = _SolverThread(self._solver)
@@ -336,7 +343,7 @@ class PathTrackingMpc:
         self.counters["solves"] += 1
         try:
             out = np.asarray(self._worker.call([*args, guess], s.hang_after_s)).ravel()
-            stats = self._solver.stats()
+            stats = self.stats = self._solver.stats()  # kept: see __init__
             ok = bool(stats.get("success", False)) and np.all(np.isfinite(out))
             status = str(stats.get("return_status", stats.get("unified_return_status", "")))
             iterations = int(stats.get("iter_count", -1))
