@@ -1152,6 +1152,20 @@ def test_plain_data_nested_deeper_than_msgpack_allows_says_so():
         to_builtins(b"\x91" * 100_000 + b"\xc0")
 
 
+@pytest.mark.parametrize("payload", [
+    # found at 100 000 inputs: numpy parses ",c16" with ast.literal_eval -> SyntaxError
+    b"\x83\xa5array\xc7\x0b\x01\x93\x00\xa4,c16\x93\x04\x02\x03\xa4name\xa6\xf3\xa3\x90"
+    b"\xb1\xc2\x91\xa6values\x91\xcd\x1aP",
+    msgpack.packb({"array": msgpack.ExtType(ARRAY_EXT, msgpack.packb([0, "f8," * 5000, [1]]))}),
+])
+def test_array_references_with_numpy_dtype_syntax_are_decode_errors(payload):
+    buffers = [bytes(range(256)) * 2]
+    with pytest.raises(DecodeError, match="is not a type string"):
+        codec(ArrayBlob).decode(payload, buffers)
+    with pytest.raises(DecodeError, match="is not a type string"):
+        to_builtins(payload, buffers)
+
+
 def _graph(folder: Path, data: bytes | str, sets: list[str] | None = None) -> Graph:
     path = folder / "g.yaml"
     path.write_bytes(data.encode() if isinstance(data, str) else data)

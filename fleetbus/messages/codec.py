@@ -9,6 +9,7 @@ the reference `msgpack` library reads it (the array arrives as an ExtType).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +23,10 @@ ARRAY_EXT = 1
 """MessagePack extension code of an out-of-band numpy array reference."""
 
 M = TypeVar("M", bound=Message)
+_DTYPE = re.compile(r"[<>|=]?[A-Za-z]\d*(?:\[\w+\])?")
+"""A type as the encoder writes it (`dtype.str`: "<f8", "|u1", "<M8[ns]"). numpy's dtype()
+takes much more: comma lists and sub-array shapes, parsed with ast.literal_eval, which raised
+SyntaxError (past every handler) on ",c16" and makes 5000 fields of "f8,f8,...,f8"."""
 
 
 class DecodeError(ValueError):
@@ -88,6 +93,8 @@ def array_from_ref(ref: bytes | memoryview, buffers: Sequence[Any]) -> np.ndarra
         index, dtype, shape = msgpack.unpackb(ref)
         if type(index) is not int or not 0 <= index < len(buffers):  # no -1, no True
             raise IndexError(f"buffer {index!r} of {len(buffers)}")
+        if type(dtype) is not str or not _DTYPE.fullmatch(dtype):
+            raise ValueError(f"dtype {dtype!r:.60} is not a type string like '<f8'")
         array = np.frombuffer(buffers[index], dtype=np.dtype(dtype))
         return array.reshape(shape)
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
