@@ -5,9 +5,10 @@ The cause was not a container of ours but CPython's interned-string table: CasAD
 `Function.stats()` interns every statistic's name (46 for fatrop), and with the dict dropped
 after each solve those names died again, each leaving a dead slot in the table. Every
 ~3,600 solves (six minutes of sim time at 10 Hz) the table ran out of free slots and was
-re-allocated (3.7 MiB with the stack imported). The MPC now keeps its last statistics, so
-the next solve finds the same names interned and adds nothing: checked here by whether the
-names outlive a solve, without timing or thousands of solves.
+re-allocated (3.7 MiB with the stack imported). The solver's server (in the solver's own
+process) now keeps its last statistics, so the next solve finds the same names interned and
+adds nothing: checked here, with the server in this process, by whether the names outlive a
+solve, without timing or thousands of solves.
 
 The fusion engines, suspected first, are held to a bound too: what they keep is a window of
 stamps, not a history.
@@ -25,6 +26,7 @@ import pytest
 
 from fleetbus import estimation
 from fleetbus.control.mpc import MpcSettings, PathTrackingMpc, vehicle_model
+from fleetbus.control.solver_process import SolverServer, pack_request
 from fleetbus.estimation import FILTERS, Fusion
 from fleetbus.models import Bicycle
 
@@ -48,17 +50,21 @@ def _names(stats: dict) -> list[str]:
 def test_mpc_solves_add_nothing_to_the_interned_string_table(solver):
     mpc = PathTrackingMpc(vehicle_model("car", Bicycle()),
                           MpcSettings(solver=solver, jit=False, budget_s=10.0))
+    server = SolverServer(mpc.build_function())
     ts = np.arange(N + 1) * DT
     x, ref = np.array([0.0, 0.0, 0.0, 1.0]), np.vstack([ts, 0.0 * ts, 1.0 + 0.0 * ts])
+    guess = np.zeros(server.shapes[-1])
+    request = pack_request([*mpc.problem(x, np.zeros(2), ref, LANE), guess], server.shapes)
 
     def solve() -> None:
-        assert not mpc.solve(x, np.zeros(2), ref, LANE, 0.0, lambda: np.zeros(2)).fallback
+        server.answer(request)
+        assert server.stats["success"]
 
     solve()
     # Equal strings that are not the interned objects: sys.intern(copy) hands back the
     # interned one while it is alive, else the copy itself (interned from then on).
     # (one-character strings are immortal singletons: left out)
-    copies = ["".join(list(name)) for name in _names(mpc.stats) if len(name) > 1]
+    copies = ["".join(list(name)) for name in _names(server.stats) if len(name) > 1]
     assert len(copies) > 10
     for _ in range(3):
         solve()

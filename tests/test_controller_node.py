@@ -167,3 +167,38 @@ def test_an_empty_path_holds_the_vehicle_without_an_error(bus):
                       what="the hold")
     assert "holding" in held[-1].message and "invalid_path" not in kinds(record)
     assert control.controller.path is None  # nothing to follow: the safe command holds
+
+
+def test_a_solve_not_answered_in_time_is_ended_reported_and_after_three_the_solver_switched(
+        bus, tmp_path, monkeypatch):
+    """hang_after_s so short that every solve counts as hung: each is ended with its
+    process, the vehicle still gets a command, a critical event names the file holding the
+    solve's inputs, and the third makes the controller build the other back-end."""
+    monkeypatch.setenv("FLEETBUS_CACHE_DIR", str(tmp_path))
+    record = new_record()
+    rec = bus.node("rec", recorder(record))
+    control = bus.start(ControllerNode("control", params=PARAMS | {"hang_after_s": 1e-6}))
+    wait_until(lambda: all(p.subscribers for p in (rec.path, rec.corridor, rec.odom))
+               and all(s.publishers for s in rec.links), what="the controller's links")
+    wait_until(lambda: control.controller is not None, timeout=60, what="the solver")
+    path, corridor = lane(stamp_ns=3)
+    run_on(rec, lambda: (rec.path.publish(path), rec.corridor.publish(corridor)))
+    wait_until(lambda: control.controller.path is not None, what="the path loaded")
+
+    def hangs() -> list[Event]:
+        run_on(rec, lambda: rec.odom.publish(Odometry(header=Header(
+            stamp_ns=control.now_ns()))))  # kept fresh: the controller keeps solving
+        return [e for e in record["events"] if e.kind == "control_solver_hung"]
+
+    hung = wait_until(lambda: len(hangs()) >= 3 and hangs(), timeout=60, interval=0.1,
+                      what="three hung solves")
+    assert all(e.severity == "critical" for e in hung)
+    assert "fatrop solve did not return" in hung[0].message
+    assert "3 hangs: switching to ipopt" in hung[2].message
+    saved = np.load(hung[0].data["inputs"])
+    assert {"z0", "reference", "corridor_A", "guess", "settings"} <= set(saved.files)
+    assert saved["z0"].shape == (6,) and np.all(np.isfinite(saved["guess"]))
+    assert control.settings.solver == "ipopt"
+    sent = [d for d in record["control"] if d.values.get("command") == "sent"]
+    assert any(d.values["fallback"] == "safe" and d.values["status"].startswith("hung")
+               for d in sent)  # the vehicle was commanded meanwhile

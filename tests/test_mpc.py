@@ -430,20 +430,24 @@ def test_a_failed_solve_falls_back_to_the_shifted_plan_then_the_safe_command():
     assert starved.counters["failed"] == 2 and starved.counters["safe"] == 1
 
 
-def test_a_solve_that_does_not_return_is_abandoned_and_the_solver_refused():
+def test_a_solve_that_does_not_return_is_ended_and_the_next_solve_has_a_fresh_process():
     """A solve taken for hung (here: any solve, with an impossible hang_after_s) gives the
-    safe command, and the instance refuses every later solve instead of calling a solver
-    whose thread may still be spinning."""
+    safe command, its process is killed, and the next solve runs in a new one (the process
+    itself is tested in test_solver_process.py)."""
     mpc = PathTrackingMpc(vehicle_model("car", Bicycle()),
                           MpcSettings(budget_s=5.0, jit=False, hang_after_s=1e-6))
+    first = mpc.process.pid
     x = np.array([2.0, 1.0, 0.0, 4.0])
     ts = np.arange(N + 1) * DT
     ref = np.vstack([4.0 * ts, 0.0 * ts, 4.0 + 0.0 * ts])
     r = mpc.solve(x, np.zeros(2), ref, LANE, 0.0, lambda: np.array([-6.0, 0.0]))
-    assert r.status.startswith("hung") and r.fallback == "safe" and mpc.hung
+    assert r.status.startswith("hung") and r.fallback == "safe"
+    assert r.command.tolist() == [-6.0, 0.0]
+    assert mpc.counters["hung"] == 1 and mpc.process.pid != first
+    assert mpc.last_hung["z0"].tolist() == [2.0, 1.0, 0.0, 4.0, 0.0, 0.0]
+    mpc.settings = replace(mpc.settings, hang_after_s=60.0)
     r = mpc.solve(x, np.zeros(2), ref, LANE, 0.1, lambda: np.array([-6.0, 0.0]))
-    assert r.status == "solver hung" and r.command.tolist() == [-6.0, 0.0]
-    assert mpc.counters["failed"] == 2
+    assert not r.fallback and mpc.counters["failed"] == 1
 
 
 def test_a_ship_failing_one_period_after_a_good_solve_keeps_to_its_plan():

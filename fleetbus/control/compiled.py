@@ -62,14 +62,16 @@ def cache_key(description: str, sources: Iterable[Path]) -> str:
     return digest.hexdigest()[:24]
 
 
-def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]) -> ca.Function:
+def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]
+                  ) -> tuple[ca.Function, Path | None]:
     """The cached function under `key`, else `build()` (which compiles with
-    jit_options(jit_name(key))) saved there. A cache that cannot be read or written costs
-    a compile, never a failure."""
+    jit_options(jit_name(key))) saved there; with the file it is cached in (None if it
+    could not be written). A cache that cannot be read or written costs a compile, never
+    a failure."""
     path = cache_dir() / kind / f"{key}.casadi"
     if path.exists():
         try:
-            return ca.Function.load(str(path))
+            return ca.Function.load(str(path)), path
         except RuntimeError as exc:  # truncated or from an incompatible build
             log.warning("compiled-function cache %s unreadable (%s): rebuilding", path, exc)
     try:
@@ -86,4 +88,5 @@ def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]) -> ca.F
         os.replace(tmp.name, path)
     except OSError as exc:
         log.warning("compiled-function cache %s not written: %s", path, exc)
-    return function
+        return function, None
+    return function, path

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -51,6 +49,7 @@ from fleetbus.control.compiled import (
     jit_options,
     load_or_build,
 )
+from fleetbus.control.solver_process import SolverProcess, SolverTimeout
 from fleetbus.models import rk4
 
 Solver = Literal["fatrop", "ipopt"]
@@ -133,7 +132,7 @@ class MpcSettings:
     corridor_rows: int = 8  # half-planes per stage (fewer are padded, more refused)
     budget_s: float = 0.08  # a solve slower than this is not used
     # a solve still running after this long is taken for hung (fatrop has been seen to
-    # spin for good on a ship's problem): abandoned, and every later solve refused
+    # spin for good on a ship's problem): its process is killed and another started
     hang_after_s: float = 5.0
     jit: bool = True  # compile the solver's callbacks to C (when gcc is there), cached
 
@@ -167,34 +166,6 @@ class MpcResult:
     predicted: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # states (N+1, nx)
 
 
-class _SolverThread:
-    """Runs the solver on its own daemon thread, so a solve that never returns (a solver
-    spinning in C, which holds no lock a caller needs) can be waited for with a timeout
-    and abandoned; CasADi lets other threads run meanwhile."""
-
-    def __init__(self, solver: Any) -> None:
-        self._solver = solver
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._results: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="mpc-solver", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            args = self._jobs.get()
-            try:
-                self._results.put((True, self._solver(*args)))
-            except Exception as exc:  # handed to the caller's thread, raised there
-                self._results.put((False, exc))
-
-    def call(self, args: list[Any], timeout_s: float) -> Any:
-        """The solver's output; queue.Empty when it did not answer within `timeout_s`."""
-        self._jobs.put(args)
-        ok, value = self._results.get(timeout=timeout_s)
-        if not ok:
-            raise value
-        return value
-
-
 class PathTrackingMpc:
     """Builds the problem once (per model and settings) and solves it every step."""
 
@@ -202,29 +173,27 @@ class PathTrackingMpc:
         self.vehicle, self.settings = vehicle, settings
         self._layout = (vehicle.nx + vehicle.nu, vehicle.nu)  # stage: z, w, slack
         self.compiled = settings.jit and compiler_available()
-        self._solver: ca.Function | None = None
+        function, saved = None, None
         if self.compiled:
             key = self._cache_key()
             try:
-                self._solver = load_or_build("mpc", key, lambda: self._build(jit_name(key)))
+                function, saved = load_or_build("mpc", key,
+                                                lambda: self.build_function(jit_name(key)))
             except RuntimeError as exc:  # no compiler after all, an unwritable directory
                 log.warning("MPC: compiling the solver failed, running it uncompiled: %s",
                             exc)
                 self.compiled = False
-        if self._solver is None:
-            self._solver = self._build()
+        if function is None:
+            function = self.build_function()
+        # The solver runs in a process of its own: one that never returns is killed there,
+        # where a thread would spin on for good.
+        self.process = SolverProcess(function, saved, f"{vehicle.kind} {settings.solver} MPC")
+        del function
+        self.process.await_ready()
         self._guess: np.ndarray | None = None  # the last solution, for warm starts
-        # The last solve's statistics, kept until the next one replaces them: CasADi's SWIG
-        # layer interns every stat name (46 for fatrop) into CPython's interned-string
-        # table. Freed after each solve, they left 46 dead slots there per solve, and every
-        # ~3,600 solves the table (3.7 MiB once the stack is imported) was re-allocated:
-        # the 3.7 MiB RSS steps of the drone and ship processes in the soak (issue 11).
-        # Held, the next call finds the same names interned already and adds nothing.
-        self.stats: dict[str, Any] = {}
         self.fallbacks = Fallbacks(vehicle, settings)
         self.counters = self.fallbacks.counters
-        self._worker = _SolverThread(self._solver)
-        self.hung = False  # a solve never returned: this instance cannot solve any more
+        self.last_hung: dict[str, np.ndarray] = {}  # the inputs of the last hung solve
 
     # -- the problem ----------------------------------------------------------------------
 
@@ -238,8 +207,25 @@ class PathTrackingMpc:
         models = Path(fleetbus.models.__file__).parent
         return cache_key(description, [Path(__file__), *models.glob("*.py")])
 
-    def _build(self, compile_as: str | None = None) -> ca.Function:
-        """The solver as a function; `compile_as`: compile it to C under that name."""
+    def save_last_hung(self, directory: Path, name: str, keep: int = 20) -> Path:
+        """Writes the inputs of the last solve that did not return (as np.load reads them,
+        with the settings) to `directory`, keeping its newest `keep` files: what the solver
+        was asked, to reproduce the hang."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}-{self.settings.solver}-{time.strftime('%Y%m%dT%H%M%S')}.npz"
+        np.savez(path, settings=repr(self.settings), kind=self.vehicle.kind,
+                 **self.last_hung)
+        for old in sorted(directory.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def close(self) -> None:
+        """Ends the solver's process (it also ends with this object, or this process)."""
+        self.process.close()
+
+    def build_function(self, compile_as: str | None = None) -> ca.Function:
+        """The solver as a CasADi function of the parameters and the initial guess;
+        `compile_as`: compile its callbacks to C under that name."""
         v, s = self.vehicle, self.settings
         N, nx, nu, m, dim = s.horizon, v.nx, v.nu, s.corridor_rows, len(v.position)
         lo, hi = (np.asarray(b, float) for b in v.model.input_bounds)
@@ -321,11 +307,8 @@ class PathTrackingMpc:
         lo, hi = (np.asarray(bnd, float) for bnd in v.model.input_bounds)
         x = np.asarray(x, float)
         ref = np.asarray(ref, float)
-        A, b = stack_corridor(corridor, s)
-        z0 = np.concatenate([x, np.clip(u_last, lo, hi)])
-        args = [z0, ref, path_tangents(ref[:2]), A, b]
-        if len(v.position) == 3:
-            args.append(np.clip(altitude, -BIG_M, BIG_M))
+        args = self.problem(x, u_last, ref, corridor, altitude)
+        z0, A, b = args[0], args[3], args[4]
         finite = [np.all(np.isfinite(a)) for a in (x, u_last, ref, A, b)]
         if not all(finite):  # fatrop would spin on a NaN for a minute, not fail
             names = ("state", "last input", "reference", "corridor", "corridor")
@@ -334,27 +317,24 @@ class PathTrackingMpc:
             self.counters["failed"] += 1
             return self.fallbacks.fallback(now_s, f"not finite: {', '.join(bad)}", 0.0, 0,
                                            safe)
-        if self.hung:
-            self.counters["solves"] += 1
-            self.counters["failed"] += 1
-            return self.fallbacks.fallback(now_s, "solver hung", 0.0, 0, safe)
         guess = self._warm_start(z0, ref)
         began = time.perf_counter()
         self.counters["solves"] += 1
         try:
-            out = np.asarray(self._worker.call([*args, guess], s.hang_after_s)).ravel()
-            stats = self.stats = self._solver.stats()  # kept: see __init__
-            ok = bool(stats.get("success", False)) and np.all(np.isfinite(out))
-            status = str(stats.get("return_status", stats.get("unified_return_status", "")))
-            iterations = int(stats.get("iter_count", -1))
-        except RuntimeError as exc:  # an evaluation error inside the solver
+            answer = self.process.call([*args, guess], s.hang_after_s)
+            out = answer.values.ravel()
+            ok = answer.success and bool(np.all(np.isfinite(out)))
+            status, iterations = answer.status, answer.iterations
+        except RuntimeError as exc:  # an evaluation error, or the solver's process died
             ok, status, iterations, out = False, f"error: {exc}"[:200], -1, None
-        except queue.Empty:
-            self.hung = True
+        except SolverTimeout as exc:
+            self.counters["hung"] += 1
+            names = ("z0", "reference", "tangents", "corridor_A", "corridor_b", "altitude")
+            self.last_hung = dict(zip([*names[:len(args)], "guess"], [*args, guess],
+                                      strict=True))
             ok, iterations, out = False, -1, None
             status = f"hung (no answer in {s.hang_after_s:.1f} s)"
-            log.error("MPC: the %s solve has not returned in %.1f s: abandoned, this "
-                      "controller solves no more", s.solver, s.hang_after_s)
+            log.error("MPC: %s", exc)
         elapsed = time.perf_counter() - began
         if ok and elapsed > s.budget_s:
             ok, status = False, f"overrun ({elapsed * 1e3:.1f} ms)"
@@ -369,6 +349,20 @@ class PathTrackingMpc:
         command = np.clip(inputs[0], lo, hi)
         return MpcResult(command, status, elapsed, iterations, float(np.max(slacks)),
                          predicted=zs[:, :v.nx])
+
+    def problem(self, x: np.ndarray, u_last: np.ndarray, ref: np.ndarray,
+                corridor: list[tuple[np.ndarray, np.ndarray]],
+                altitude: tuple[float, float] = (-math.inf, math.inf)) -> list[np.ndarray]:
+        """The solver function's inputs for a step, all but the initial guess (see solve)."""
+        v = self.vehicle
+        lo, hi = (np.asarray(bnd, float) for bnd in v.model.input_bounds)
+        ref = np.asarray(ref, float)
+        A, b = stack_corridor(corridor, self.settings)
+        z0 = np.concatenate([np.asarray(x, float), np.clip(u_last, lo, hi)])
+        args = [z0, ref, path_tangents(ref[:2]), A, b]
+        if len(v.position) == 3:
+            args.append(np.clip(altitude, -BIG_M, BIG_M))
+        return args
 
     def hold(self, status: str, safe: Callable[[], np.ndarray]) -> MpcResult:
         """The safe command when there is nothing to solve (no path, no usable state)."""
@@ -407,8 +401,8 @@ class Fallbacks:
         self.vehicle, self.settings = vehicle, settings
         self.lo, self.hi = (np.asarray(b, float) for b in vehicle.model.input_bounds)
         self.plan: tuple[float, np.ndarray] | None = None  # (when, inputs (N, nu))
-        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "shifted": 0, "safe": 0,
-                         "held": 0}
+        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "hung": 0, "shifted": 0,
+                         "safe": 0, "held": 0}
 
     def fallback(self, now_s: float, status: str, elapsed: float, iterations: int,
                  safe: Callable[[], np.ndarray]) -> MpcResult:

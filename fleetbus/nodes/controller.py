@@ -11,7 +11,10 @@ acts on a stale or invalid input:
 - the geofence guard has taken over (its status reports a failsafe): no command, the
   guard's outrank it anyway; the controller starts afresh once it is cleared;
 - a solve that fails or runs over its budget: the previous plan, shifted, while it still
-  covers the moment, else the safe command (counted and reported).
+  covers the moment, else the safe command (counted and reported);
+- a solve not answered after `hang_after_s` (wall-clock seconds): the same, and the
+  solver's process is killed and another started (a critical event names the file the
+  solve's inputs were saved to); after three, the other back-end is built and used.
 
 The solver is built (and compiled to C, once per problem, cached on disk) in the
 background: setup stays quick, and the node holds until the controller is ready.
@@ -19,6 +22,7 @@ background: setup stays quick, and the node holds until the controller is ready.
 Parameters: `vehicle_id`, `vehicle_type`, `model` (the vehicle's model parameters, as the
 simulator takes them), `rate_hz`, `budget_margin_s` (the solve budget is the control
 period minus this), `stale_after_s`, `solver` (fatrop | ipopt), `horizon`, `jit`,
+`hang_after_s` (5 s on sim time, ten periods on wall-clock time),
 `trigger` (clock: tick on the node's clock; estimate: tick on the first estimate of each
 period, at its stamp -- what a lockstep run wants, see fleetbus.nodes.ticking), `await`
 (inputs a tick waits for at its own stamp: geofence_status, mission_status; with
@@ -42,6 +46,7 @@ from dataclasses import replace
 import numpy as np
 
 from fleetbus.control import safe_command
+from fleetbus.control.compiled import cache_dir
 from fleetbus.control.mpc import MpcResult, default_settings
 from fleetbus.control.reference import PathReference
 from fleetbus.control.tracking import PathController, model_state
@@ -62,6 +67,7 @@ from fleetbus.sim_bridge.vehicles import make_model
 
 PATH_DONE_M = 0.5  # the path is complete when this little of it is left
 SIM_TIME_BUDGET_S = 60.0  # on sim time no solve is late; a hung one is still caught
+HANGS_BEFORE_SWITCH = 3  # hung solves of one back-end before trying the other
 
 
 class ControllerNode(VehicleNode):
@@ -77,12 +83,17 @@ class ControllerNode(VehicleNode):
                      "horizon": int(self.param("horizon", 20, "MPC steps").value),
                      "jit": bool(self.param("jit", True, "compile the solver to C").value),
                      "budget_s": SIM_TIME_BUDGET_S if self.clock.is_sim else max(
-                         1.0 / rate - margin, 1e-3)}
+                         1.0 / rate - margin, 1e-3),
+                     # on wall-clock time ten periods: the node answers nothing meanwhile
+                     "hang_after_s": float(self.param(
+                         "hang_after_s", 5.0 if self.clock.is_sim else 10.0 / rate,
+                         "a solve not answered after this long is ended, s").value)}
         if overrides["solver"] not in ("fatrop", "ipopt"):
             raise ValueError(f"controller: solver must be fatrop or ipopt, got "
                              f"{overrides['solver']!r}")
         self.settings = default_settings(self.kind, **overrides)
         self.controller: PathController | None = None
+        self.hangs_reported = 0  # of the controller in use
         threading.Thread(target=self._build, name=f"{self.name}-build", daemon=True).start()
         self.estimate: Estimate | None = None
         self.path: Path | None = None
@@ -118,6 +129,7 @@ class ControllerNode(VehicleNode):
 
     def _ready(self, controller: PathController) -> None:
         self.controller = controller
+        self.hangs_reported = 0
         self._load_route()  # a route that came while the solver was being built
         self._tick()  # answer now: a lockstep world has been holding its step for us
 
@@ -224,8 +236,8 @@ class ControllerNode(VehicleNode):
         self.u_last = result.command
         self.command.publish(command_message(self.kind, result.command, round(now * 1e9)))
         self._report(result)
-        if controller.mpc.hung:
-            self._replace_hung_solver()
+        if controller.mpc.counters["hung"] > self.hangs_reported:
+            self._solver_hung(controller)
 
     def _path_stamp(self) -> int:
         """The stamp of the route being followed (-1 before the first)."""
@@ -242,18 +254,31 @@ class ControllerNode(VehicleNode):
         elif held is not None:
             self.held_ns = held
 
-    def _replace_hung_solver(self) -> None:
-        """A solve that never returned leaves its thread spinning and the solver unusable:
-        build the other back-end (IPOPT, which keeps to its limits) and carry on with it;
-        until it is ready, ticks decline as while starting."""
-        failed = self.settings.solver
-        self.settings = replace(self.settings, solver="ipopt" if failed == "fatrop" else
-                                "fatrop")
-        self.controller = None
-        self.vehicle_event("control_solver_hung", "critical",
-                           f"the {failed} solve did not return: switching to "
-                           f"{self.settings.solver}")
-        threading.Thread(target=self._build, name=f"{self.name}-rebuild", daemon=True).start()
+    def _solver_hung(self, controller: PathController) -> None:
+        """A solve did not return in time: its process was killed and another started.
+        Said as a critical event, with the solve's inputs saved to reproduce it. After
+        HANGS_BEFORE_SWITCH of them the other back-end is built and used (until it is
+        ready, ticks decline as while starting)."""
+        mpc = controller.mpc
+        self.hangs_reported = mpc.counters["hung"]
+        message = (f"the {self.settings.solver} solve did not return in "
+                   f"{self.settings.hang_after_s:.1f} s: its process was restarted")
+        data = {}
+        try:
+            data["inputs"] = str(mpc.save_last_hung(cache_dir() / "hung-solves",
+                                                    self.vehicle))
+        except OSError as exc:
+            self.log.warning("%s: the hung solve's inputs not saved: %s", self.name, exc)
+        if self.hangs_reported >= HANGS_BEFORE_SWITCH:
+            failed = self.settings.solver
+            self.settings = replace(self.settings, solver="ipopt" if failed == "fatrop"
+                                    else "fatrop")
+            message += f"; {self.hangs_reported} hangs: switching to {self.settings.solver}"
+            self.controller = None
+            mpc.close()
+            threading.Thread(target=self._build, name=f"{self.name}-rebuild",
+                             daemon=True).start()
+        self.vehicle_event("control_solver_hung", "critical", message, data)
 
     def _decline(self, reason: str, ready: bool = True) -> None:
         """A tick without a command, said on /<id>/control: a lockstep simulator takes it
