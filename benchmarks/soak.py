@@ -28,11 +28,19 @@ from fleetbus.launch.graph import Graph
 from fleetbus.launch.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
+COMPILER = {"gcc", "cc", "cc1", "as", "ld", "collect2"}
+HUNG = "no answer in"  # how the MPC logs a solve ended for not answering
 
 
 def _name(proc: psutil.Process) -> str:
-    """A worker's vehicle or node name, from the node specs on its command line."""
+    """A worker's vehicle or node name, from the node specs on its command line; a
+    controller's solver process by its worker's; the jit compiler's processes as one."""
     cmdline = proc.cmdline()
+    parent = proc.parent()
+    if parent is not None and any(arg.endswith("solver_process.py") for arg in cmdline[:3]):
+        return f"{_name(parent)} solver"
+    if cmdline and Path(cmdline[0]).name in COMPILER:
+        return "jit compiler (gcc)"
     return worker_name(cmdline[3]) if len(cmdline) > 3 else f"pid {proc.pid}"
 
 
@@ -43,8 +51,10 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=10.0, help="s between samples")
     args = parser.parse_args()
     os.environ["FLEETBUS_RUN_DIR"] = tempfile.mkdtemp(prefix="fleetbus-soak-")
+    log_path = Path(tempfile.mkdtemp(prefix="fleetbus-soak-log-")) / "launch.log"
     graph = Graph.load(args.graph)
-    supervisor = Supervisor(graph, BusConfig.from_env(), out=open(os.devnull, "w"))  # noqa: SIM115
+    log = open(log_path, "w")  # noqa: SIM115 -- the nodes' output, kept for the report
+    supervisor = Supervisor(graph, BusConfig.from_env(), out=log)
     runner = threading.Thread(target=supervisor.run, daemon=True)
     runner.start()
     me = psutil.Process()
@@ -65,6 +75,7 @@ def main() -> None:
     finally:
         supervisor.stop()
         runner.join(60)
+        log.close()
     table = Table(title=f"RSS over {args.minutes:g} min of {graph.name} (MiB)")
     for column in ("process", "first", "last", "peak", "growth, 2nd half", "per hour"):
         table.add_column(column, justify="right")
@@ -76,6 +87,12 @@ def main() -> None:
                       f"{max(r[1] for r in rows):.1f}", f"{grown:+.1f}",
                       f"{grown / span_h:+.1f}")
     console.print(table)
+    hung = [line.strip() for line in log_path.read_text(errors="replace").splitlines()
+            if HUNG in line]
+    console.print(f"solves ended for not answering: {len(hung)}; the nodes' log: {log_path}",
+                  highlight=False)
+    for line in hung:
+        console.print(f"  {line}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":
