@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -552,6 +553,35 @@ def test_the_cache_key_is_the_same_in_every_process():
     assert keys[0] == keys[1]
 
 
+BUILD_SCRIPT = """
+import sys, time
+import casadi as ca
+from fleetbus.control.compiled import load_or_build
+
+def build():
+    with open(sys.argv[1], "a") as marker:
+        marker.write("built\\n")
+    time.sleep(1.0)  # a compile's while: the other process asks meanwhile
+    x = ca.SX.sym("x")
+    return ca.Function("twice", [x], [2 * x])
+
+function, path = load_or_build("test", "same-problem", build)
+print(float(function(3)), path.name)
+"""
+
+
+def test_processes_starting_the_same_problem_at_once_build_it_once(tmp_path):
+    """A fleet's five drones and ships started on a fresh machine compiled two problems
+    five times at once: the second process now waits for the first's build and loads it."""
+    marker = tmp_path / "builds"
+    env = os.environ | {"FLEETBUS_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(marker)], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert outputs == [["6.0", "same-problem.casadi"]] * 2
+    assert marker.read_text().splitlines() == ["built"]
+
+
 @pytest.mark.skipif(not compiler_available(), reason="no C compiler")
 def test_the_compiled_controller_is_cached_and_agrees_with_the_uncompiled_one(
         tmp_path, monkeypatch):
@@ -560,14 +590,14 @@ def test_the_compiled_controller_is_cached_and_agrees_with_the_uncompiled_one(
     compiled = MpcSettings(horizon=10, budget_s=NO_BUDGET_S, jit=True)
     first = PathTrackingMpc(vehicle, compiled)
     assert first.compiled
-    cached = list((tmp_path / "mpc").iterdir())
-    assert len(cached) == 1 and cached[0].suffix == ".casadi"
+    cached = list((tmp_path / "mpc").glob("*.casadi"))
+    assert len(cached) == 1
     before = cached[0].stat()
 
     second = PathTrackingMpc(vehicle, compiled)  # loaded, not compiled again
     after = cached[0].stat()
     assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
-    assert list((tmp_path / "mpc").iterdir()) == cached
+    assert list((tmp_path / "mpc").glob("*.casadi")) == cached
 
     plain = PathTrackingMpc(vehicle, replace(compiled, jit=False))
     assert not plain.compiled

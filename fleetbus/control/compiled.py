@@ -13,12 +13,14 @@ The cache lives in `$FLEETBUS_CACHE_DIR`, else `$XDG_CACHE_HOME/fleetbus`, else
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,27 +68,57 @@ def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]
                   ) -> tuple[ca.Function, Path | None]:
     """The cached function under `key`, else `build()` (which compiles with
     jit_options(jit_name(key))) saved there; with the file it is cached in (None if it
-    could not be written). A cache that cannot be read or written costs a compile, never
-    a failure."""
+    could not be written). One process builds a key at a time: the others wait for it and
+    load its file (a fleet of five drones and ships started on a fresh machine ran five
+    compiles of two problems at once, 650 MiB of gcc each). A cache that cannot be read or
+    written costs a compile, never a failure."""
     path = cache_dir() / kind / f"{key}.casadi"
-    if path.exists():
+    loaded = _load(path)
+    if loaded is not None:
+        return loaded, path
+    with _building(path.with_suffix(".lock")):
+        loaded = _load(path)  # built by another process while this one waited
+        if loaded is not None:
+            return loaded, path
         try:
-            return ca.Function.load(str(path)), path
-        except RuntimeError as exc:  # truncated or from an incompatible build
-            log.warning("compiled-function cache %s unreadable (%s): rebuilding", path, exc)
-    try:
-        function = build()
-    finally:
-        for directory in (Path(), Path(tempfile.gettempdir())):
-            (directory / f"{jit_name(key)}.c").unlink(missing_ok=True)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write then rename, so a concurrent reader never sees half a file
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as tmp:
-            pass
-        function.save(tmp.name)
-        os.replace(tmp.name, path)
-    except OSError as exc:
-        log.warning("compiled-function cache %s not written: %s", path, exc)
-        return function, None
+            function = build()
+        finally:
+            for directory in (Path(), Path(tempfile.gettempdir())):
+                (directory / f"{jit_name(key)}.c").unlink(missing_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # write then rename, so a concurrent reader never sees half a file
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part",
+                                             delete=False) as tmp:
+                pass
+            function.save(tmp.name)
+            os.replace(tmp.name, path)
+        except OSError as exc:
+            log.warning("compiled-function cache %s not written: %s", path, exc)
+            return function, None
     return function, path
+
+
+def _load(path: Path) -> ca.Function | None:
+    if not path.exists():
+        return None
+    try:
+        return ca.Function.load(str(path))
+    except RuntimeError as exc:  # truncated or from an incompatible build
+        log.warning("compiled-function cache %s unreadable (%s): rebuilding", path, exc)
+        return None
+
+
+@contextlib.contextmanager
+def _building(lock: Path) -> Iterator[None]:
+    """Held while building: an exclusive lock on `lock` (released by the kernel if this
+    process dies). Without a writable cache directory, no lock: each builds its own."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115 -- closed below, which releases the lock
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
