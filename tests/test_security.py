@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import zmq
 
 import fleetbus
 from fleetbus import ServiceFailed
@@ -139,6 +140,35 @@ def test_curve_registry_accepts_authorized_node_and_refuses_unknown_key(bare_bus
     # Authorizing a key takes effect at the next handshake (ZeroMQ keeps retrying).
     trust(host_a, mallory)
     bus.wait_for_nodes("/talker", "/mallory")
+
+
+def test_a_peer_without_curve_is_refused_counted_and_logged(bare_bus, tmp_path, caplog):
+    """ZeroMQ turns away a peer that does not speak CurveZMQ before any key is checked; the
+    registry and a node still count and log it (from their sockets' monitors)."""
+    bus = bare_bus
+    keys = make_keys(tmp_path, "hostA")
+    registry = bus.registry(BusConfig.from_env(keys_dir=keys), tcp="tcp://127.0.0.1:*")
+    node = bus.node("pub", lambda n: n.publisher("/far", Text), config=BusConfig.from_env(
+        host="hostA", tcp_interface="127.0.0.1", keys_dir=keys))
+    info = wait_until(lambda: graph_nodes(bus.config).get("/pub"), what="the node listed")
+    data_url = next(url for url in info.data_urls if url.startswith("tcp://"))
+    context = zmq.Context()  # the test's own: its sockets must not outlive it
+    plain = [context.socket(zmq.DEALER), context.socket(zmq.SUB)]
+    try:
+        plain[0].connect(registry.endpoints[-1].partition("#")[0])
+        plain[0].send(b"hello", zmq.NOBLOCK)
+        plain[1].connect(data_url)
+        wait_until(lambda: registry.counters["auth_refused"] >= 1,
+                   what="the registry counting the plain peer")
+        wait_until(lambda: node.counters["auth_refused"] >= 1,
+                   what="the node counting the plain peer")
+        wait_until(lambda: caplog.text.count("before it showed a key") >= 2,
+                   what="both refusals logged")
+        assert data_url in caplog.text
+    finally:
+        for sock in plain:
+            sock.close(linger=0)
+        context.term()
 
 
 # -- data over tcp -------------------------------------------------------------------------

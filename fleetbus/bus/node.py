@@ -496,11 +496,10 @@ class Node:
                              self.uid, self._on_refused)
 
     def _on_refused(self, key: str, address: str) -> None:
-        """A tcp peer with an unknown key was turned away (called on the authenticator's
-        thread)."""
+        """A tcp peer with an unknown key, or none, was turned away (called on the
+        authenticator's or the handshake watcher's thread)."""
         self.call_soon_threadsafe(lambda: self._count(
-            "auth_refused", f"refused tcp peer {address}: its key {key} is not authorized "
-            "(`fleetbus keys authorize` its certificate to accept it)", level="error"))
+            "auth_refused", security.refusal(key, address), level="error"))
 
     def _data_socket(self) -> zmq.Socket:
         if self._data is None:

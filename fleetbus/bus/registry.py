@@ -96,15 +96,15 @@ class Registry:
         return endpoint
 
     def _on_refused(self, key: str, address: str) -> None:
-        """A tcp peer with an unknown key was turned away (on the authenticator's
-        thread): counted, and logged once per key and address."""
+        """A tcp peer with an unknown key, or none, was turned away (on the
+        authenticator's or the handshake watcher's thread): counted, and logged once per
+        key and address."""
         self.counters["auth_refused"] += 1
         if (key, address) not in self._refused_logged:
             if len(self._refused_logged) > 1000:
                 self._refused_logged.clear()  # bounded: a flood must not grow memory
             self._refused_logged.add((key, address))
-            log.error("registry: refused tcp peer %s: its key %s is not authorized "
-                      "(`fleetbus keys authorize` its certificate to accept it)", address, key)
+            log.error("registry: %s", security.refusal(key, address))
 
     # -- lifecycle --------------------------------------------------------------------------
 

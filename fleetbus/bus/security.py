@@ -39,6 +39,7 @@ import zmq
 from zmq.auth import create_certificates, load_certificate
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
+from zmq.utils.monitor import recv_monitor_message
 
 from fleetbus.cli_error import CliError
 
@@ -50,7 +51,8 @@ AUTHORIZED = "authorized"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 OnRefused = Callable[[str, str], None]
-"""Called with (client key, client address) when a handshake is refused."""
+"""Called with (client key, client address) when a handshake is refused; with ("", the
+server's endpoint) for a peer turned away before it showed a key (no CurveZMQ)."""
 
 
 class KeysError(CliError):
@@ -191,7 +193,7 @@ def bind(sock: zmq.Socket, url: str, keys: Keys | None, domain: str,
     ZAP `domain` (one per server socket); every other endpoint is plain."""
     address = url.partition("#")[0] if url.startswith("tcp://") else url
     if keys is not None and address.startswith("tcp://"):
-        _serve(sock.context, domain, keys, on_refused)
+        _serve(sock.context, domain, keys, on_refused).watcher.watch(sock, on_refused)
         sock.curve_secretkey = keys.secret
         sock.curve_publickey = keys.public
         sock.curve_server = True
@@ -230,7 +232,11 @@ def release(context: zmq.Context, domain: str) -> None:
         auth.serving.discard(domain)
         if not auth.serving:
             del _authenticators[context]
+            # The ZAP handler first: with the monitors closed before it, its endpoint now
+            # and then stayed bound, and the context's next handler could not start
+            # ("Address already in use", 1 run in 4 of test_security.py; 0 in 32 so).
             auth.stop()
+            auth.watcher.stop()
 
 
 def _plain(sock: zmq.Socket) -> None:
@@ -250,6 +256,7 @@ class _Authenticator(ThreadAuthenticator):
         super().__init__(context, log=log)
         self.address = ""
         self.serving: set[str] = set()  # ZAP domains of open server sockets
+        self.watcher = _HandshakeWatcher()
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         self.address = msg[3].decode(errors="replace") if len(msg) > 3 else "?"
@@ -260,7 +267,8 @@ _lock = threading.Lock()
 _authenticators: dict[zmq.Context, _Authenticator] = {}
 
 
-def _serve(context: zmq.Context, domain: str, keys: Keys, on_refused: OnRefused) -> None:
+def _serve(context: zmq.Context, domain: str, keys: Keys,
+           on_refused: OnRefused) -> _Authenticator:
     with _lock:
         auth = _authenticators.get(context)
         if auth is None:
@@ -268,6 +276,7 @@ def _serve(context: zmq.Context, domain: str, keys: Keys, on_refused: OnRefused)
             auth.start()
         auth.serving.add(domain)
         auth.configure_curve_callback(domain, _Gate(auth, keys, on_refused))
+        return auth
 
 
 class _Gate:
@@ -287,3 +296,75 @@ class _Gate:
         except Exception:
             log.exception("CurveZMQ check of a %s peer failed; refusing it", domain)
         return False
+
+
+# Handshakes that failed before the ZAP handler was asked (a refused key is
+# HANDSHAKE_FAILED_AUTH, reported by _Gate): a peer without CurveZMQ, one that expects
+# another server key, or garbage.
+_PRE_AUTH_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+
+class _HandshakeWatcher:
+    """Reads the monitors of a context's CurveZMQ server sockets on a thread of its own:
+    ZeroMQ turns away a peer that does not speak CurveZMQ before any key is checked, and
+    only a socket monitor sees it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._added: list[tuple[zmq.Socket, OnRefused, int]] = []
+        self._watched: set[int] = set()  # ids of the server sockets monitored
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleetbus-curve-watch",
+                                        daemon=True)
+        self._thread.start()
+
+    def watch(self, sock: zmq.Socket, on_refused: OnRefused) -> None:
+        with self._lock:
+            if id(sock) in self._watched:  # another endpoint of the same socket
+                return
+            self._watched.add(id(sock))
+            events = _PRE_AUTH_FAILURES | zmq.EVENT_MONITOR_STOPPED
+            # handed to the watcher's thread, which alone uses it from now on
+            self._added.append((sock.get_monitor_socket(events), on_refused, id(sock)))
+
+    def stop(self) -> None:
+        """Closes the monitors (before the context can be terminated)."""
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        monitors: dict[zmq.Socket, tuple[OnRefused, int]] = {}
+        while not self._stopping.is_set():
+            with self._lock:
+                added, self._added = self._added, []
+            for monitor, on_refused, sock_id in added:
+                poller.register(monitor, zmq.POLLIN)
+                monitors[monitor] = (on_refused, sock_id)
+            for monitor, _ in poller.poll(100):
+                event = recv_monitor_message(monitor)
+                on_refused, sock_id = monitors[monitor]
+                if event["event"] == zmq.EVENT_MONITOR_STOPPED:  # its socket was closed
+                    poller.unregister(monitor)
+                    del monitors[monitor]
+                    monitor.close(linger=0)
+                    with self._lock:
+                        self._watched.discard(sock_id)  # the id may name a new socket
+                    continue
+                try:
+                    on_refused("", event["endpoint"].decode(errors="replace"))
+                except Exception:  # a report must not stop the watching
+                    log.exception("reporting a failed CurveZMQ handshake failed")
+        with self._lock:
+            closing = [*monitors, *(monitor for monitor, _, _ in self._added)]
+        for monitor in closing:
+            monitor.close(linger=0)
+
+
+def refusal(key: str, address: str) -> str:
+    """What to say about a refused tcp peer (see OnRefused)."""
+    if not key:
+        return (f"refused a tcp peer on {address} before it showed a key: it does not use "
+                "CurveZMQ (FLEETBUS_KEYS unset?), or expects another server key")
+    return (f"refused tcp peer {address}: its key {key} is not authorized "
+            "(`fleetbus keys authorize` its certificate to accept it)")
