@@ -19,6 +19,13 @@ import casadi as ca
 import numpy as np
 import pytest
 
+from fleetbus.control.compiled import (
+    build_once,
+    compiler_available,
+    jit_name,
+    jit_options,
+    lock_file,
+)
 from fleetbus.control.solver_process import SolverProcess, SolverTimeout
 from tests.helpers import wait_until
 
@@ -77,7 +84,7 @@ def test_a_solver_process_that_dies_is_an_error_and_is_replaced(process):
 def test_a_solver_file_that_cannot_be_loaded_is_refused_with_the_reason(tmp_path):
     broken = tmp_path / "broken.casadi"
     broken.write_text("not a CasADi function\n")
-    p = SolverProcess(slow_or_quick(), saved=broken, name="broken")
+    p = SolverProcess(broken, name="broken")
     try:
         with pytest.raises(RuntimeError, match="could not load the solver: error: "):
             p.call([0.3, 0.0, np.zeros(3)], timeout_s=30.0)
@@ -112,3 +119,24 @@ def test_a_solver_process_ends_with_its_parent_even_in_the_middle_of_a_call():
     finally:
         parent.kill()
         parent.stdout.close()
+
+
+@pytest.mark.skipif(not compiler_available(), reason="no C compiler")
+def test_processes_load_one_compiled_function_at_once(tmp_path, monkeypatch):
+    """A compiled function's file names the /tmp path of its binary, which its builder
+    deleted when its function was destroyed: four solver processes started together (a
+    fleet's drones) each find it missing or written back by another, and all load it."""
+    monkeypatch.setenv("FLEETBUS_CACHE_DIR", str(tmp_path))
+
+    def build() -> ca.Function:
+        x = ca.SX.sym("x")
+        return ca.Function("twice", [x], [2 * x], jit_options(jit_name("load_race")))
+
+    path = build_once("test", "load_race", build)
+    processes = [SolverProcess(path, lock_file(path), name=f"p{i}") for i in range(4)]
+    try:
+        assert [p.call([3.0], timeout_s=60.0).values.tolist() for p in processes] == [
+            [[6.0]]] * 4
+    finally:
+        for p in processes:
+            p.close()

@@ -13,18 +13,18 @@ The cache lives in `$FLEETBUS_CACHE_DIR`, else `$XDG_CACHE_HOME/fleetbus`, else
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import casadi as ca
+
+from fleetbus.control.solver_process import cache_lock
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +64,22 @@ def cache_key(description: str, sources: Iterable[Path]) -> str:
     return digest.hexdigest()[:24]
 
 
-def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]
-                  ) -> tuple[ca.Function, Path | None]:
-    """The cached function under `key`, else `build()` (which compiles with
-    jit_options(jit_name(key))) saved there; with the file it is cached in (None if it
-    could not be written). One process builds a key at a time: the others wait for it and
-    load its file (a fleet of five drones and ships started on a fresh machine ran five
-    compiles of two problems at once, 650 MiB of gcc each). A cache that cannot be read or
-    written costs a compile, never a failure."""
+def lock_file(cached: Path) -> Path:
+    """The lock that serialises building, loading and destroying the function cached in
+    `cached` (see fleetbus.control.solver_process)."""
+    return cached.with_suffix(".lock")
+
+
+def build_once(kind: str, key: str, build: Callable[[], ca.Function]) -> Path | ca.Function:
+    """The cache file of the function under `key`, after `build()` (which compiles with
+    jit_options(jit_name(key))) and a save there if it was missing or unreadable; the
+    function itself if the cache cannot be written. One process builds a key at a time:
+    the others wait for it and find its file (a fleet of five drones and ships started on
+    a fresh machine ran five compiles of two problems at once, 650 MiB of gcc each)."""
     path = cache_dir() / kind / f"{key}.casadi"
-    loaded = _load(path)
-    if loaded is not None:
-        return loaded, path
-    with _building(path.with_suffix(".lock")):
-        loaded = _load(path)  # built by another process while this one waited
-        if loaded is not None:
-            return loaded, path
+    with cache_lock(lock_file(path)):
+        if _loads(path):
+            return path
         try:
             function = build()
         finally:
@@ -87,7 +87,7 @@ def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]
                 (directory / f"{jit_name(key)}.c").unlink(missing_ok=True)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # write then rename, so a concurrent reader never sees half a file
+            # write then rename, so that a reader without the lock never sees half a file
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part",
                                              delete=False) as tmp:
                 pass
@@ -95,30 +95,18 @@ def load_or_build(kind: str, key: str, build: Callable[[], ca.Function]
             os.replace(tmp.name, path)
         except OSError as exc:
             log.warning("compiled-function cache %s not written: %s", path, exc)
-            return function, None
-    return function, path
+            return function
+        del function  # under the lock: destroyed, it deletes the binary the file names
+    return path
 
 
-def _load(path: Path) -> ca.Function | None:
+def _loads(path: Path) -> bool:
+    """Whether the cached file loads (called under its lock)."""
     if not path.exists():
-        return None
+        return False
     try:
-        return ca.Function.load(str(path))
+        ca.Function.load(str(path))
     except RuntimeError as exc:  # truncated or from an incompatible build
         log.warning("compiled-function cache %s unreadable (%s): rebuilding", path, exc)
-        return None
-
-
-@contextlib.contextmanager
-def _building(lock: Path) -> Iterator[None]:
-    """Held while building: an exclusive lock on `lock` (released by the kernel if this
-    process dies). Without a writable cache directory, no lock: each builds its own."""
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a")  # noqa: SIM115 -- closed below, which releases the lock
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+        return False
+    return True

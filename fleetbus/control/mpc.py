@@ -43,11 +43,12 @@ import numpy as np
 
 import fleetbus.models
 from fleetbus.control.compiled import (
+    build_once,
     cache_key,
     compiler_available,
     jit_name,
     jit_options,
-    load_or_build,
+    lock_file,
 )
 from fleetbus.control.solver_process import SolverProcess, SolverTimeout
 from fleetbus.models import rk4
@@ -173,22 +174,23 @@ class PathTrackingMpc:
         self.vehicle, self.settings = vehicle, settings
         self._layout = (vehicle.nx + vehicle.nu, vehicle.nu)  # stage: z, w, slack
         self.compiled = settings.jit and compiler_available()
-        function, saved = None, None
+        source: Path | ca.Function | None = None
         if self.compiled:
             key = self._cache_key()
             try:
-                function, saved = load_or_build("mpc", key,
-                                                lambda: self.build_function(jit_name(key)))
+                source = build_once("mpc", key, lambda: self.build_function(jit_name(key)))
             except RuntimeError as exc:  # no compiler after all, an unwritable directory
                 log.warning("MPC: compiling the solver failed, running it uncompiled: %s",
                             exc)
                 self.compiled = False
-        if function is None:
-            function = self.build_function()
+        if source is None:
+            source = self.build_function()
         # The solver runs in a process of its own: one that never returns is killed there,
         # where a thread would spin on for good.
-        self.process = SolverProcess(function, saved, f"{vehicle.kind} {settings.solver} MPC")
-        del function
+        self.process = SolverProcess(
+            source, lock_file(source) if isinstance(source, Path) else None,
+            f"{vehicle.kind} {settings.solver} MPC")
+        del source
         self.process.await_ready()
         self._guess: np.ndarray | None = None  # the last solution, for warm starts
         self.fallbacks = Fallbacks(vehicle, settings)

@@ -10,9 +10,18 @@ from the same function.
 The child is this file run as a script (it imports CasADi and numpy, nothing of fleetbus)
 and loads the function from a file CasADi saved: the compiled solver's cache file, or for
 an uncompiled one a file already unlinked whose descriptor it inherits (serialised, an
-uncompiled solver is 16 MiB of text, too much to keep around or send). Protocol on its
-stdin and stdout: frames of a 4-byte little-endian length and a payload. It first answers
-b"ready", or b"error: " and why. Each request is every input's float64 values, row-major,
+uncompiled solver is 16 MiB of text, too much to keep around or send).
+
+A compiled function's file embeds its binary and the /tmp path it was built at: every
+process that loads the file writes the binary there if it is missing and loads it from
+there, and the process that built it deletes it when its function is destroyed. A fleet's
+drones, starting at once, raced on that path: one loaded the binary while the builder
+deleted it ("Cannot load shared library", seen in a soak run). So a cached function is
+built, loaded and its builder's copy destroyed only under the cache's lock (`cache_lock`).
+
+Protocol on the child's stdin and stdout: frames of a 4-byte little-endian length and a
+payload. It first answers b"ready" and the function's input and output shapes, or
+b"error: " and why. Each request is every input's float64 values, row-major,
 concatenated; each answer is a fixed header (called without error, success, iterations,
 status length), the status text and the first output's values. Only numbers and short text
 cross: no pickle.
@@ -20,6 +29,8 @@ cross: no pickle.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -30,6 +41,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,6 +52,7 @@ import numpy as np
 START_TIMEOUT_S = 120.0  # loading a compiled solver on a machine busy compiling others
 _LENGTH = struct.Struct("<I")
 _HEADER = struct.Struct("<??iH")  # called without error, success, iterations, status length
+_SHAPE = struct.Struct("<II")
 _STATUS_MAX = 300
 
 
@@ -99,19 +112,20 @@ class SolverServer:
 class SolverProcess:
     """Calls a CasADi function in a child process, with a time limit per call.
 
-    `saved`: a file the function is saved in already (the compiled solver's cache file);
-    without it the function is saved to an unlinked temporary file."""
+    `source`: the function (saved for the child to an unlinked temporary file), or the
+    cache file a compiled one is saved in, with `lock`, the cache's lock file."""
 
-    def __init__(self, function: ca.Function, saved: Path | None = None,
+    def __init__(self, source: ca.Function | Path, lock: Path | None = None,
                  name: str = "solver") -> None:
-        self.shapes = [(function.size1_in(i), function.size2_in(i))
-                       for i in range(function.n_in())]
-        self.out_shape = (function.size1_out(0), function.size2_out(0))
         self.name = name
         self._fd: int | None = None
-        if saved is None:
-            self._fd = _saved_unlinked(function)
-        self._source = str(saved) if saved is not None else f"/proc/self/fd/{self._fd}"
+        if isinstance(source, Path):
+            self._argv = [str(source), str(lock or "")]
+        else:
+            self._fd = _saved_unlinked(source)
+            self._argv = [f"/proc/self/fd/{self._fd}", ""]
+        self.shapes: list[tuple[int, int]] = []  # the inputs', as the child reports them
+        self.out_shape = (0, 0)
         self.restarts = 0  # children ended after a call not answered in time, or dead
         self._children: list[_Child] = []  # the live one, for the finaliser to stop
         self._finalizer = weakref.finalize(self, _stop_all, self._children, self._fd)
@@ -120,7 +134,9 @@ class SolverProcess:
     def await_ready(self) -> None:
         """Waits until the child has loaded the function (the first call waits otherwise);
         RuntimeError if it could not."""
-        self._children[0].await_ready()
+        child = self._children[0]
+        child.await_ready()
+        *self.shapes, self.out_shape = child.shapes
 
     @property
     def pid(self) -> int:
@@ -130,9 +146,9 @@ class SolverProcess:
         """The function at `args` (one array per input, reshaped to the input's shape).
         SolverTimeout when not answered within `timeout_s` (the child is then killed and
         another started); RuntimeError when the call failed or its process died."""
+        self.await_ready()
         request = pack_request(args, self.shapes)
         child = self._children[0]
-        child.await_ready()
         try:
             child.send(request)
             reply = child.receive(time.monotonic() + timeout_s)
@@ -156,7 +172,7 @@ class SolverProcess:
         self._finalizer()  # once only: the descriptor's number may be reused after
 
     def _start(self) -> None:
-        self._children[:] = [_Child(self._source, self._fd)]
+        self._children[:] = [_Child(self._argv, self._fd)]
 
     def _restart(self, child: _Child) -> None:
         child.stop()
@@ -183,15 +199,16 @@ def _saved_unlinked(function: ca.Function) -> int:
 
 
 class _Child:
-    def __init__(self, source: str, fd: int | None) -> None:
+    def __init__(self, argv: list[str], fd: int | None) -> None:
         # -P: the script's directory (fleetbus/control) is not put on the import path.
         # stderr is inherited: the solver's own messages land in the node's log.
         self.popen = subprocess.Popen(
-            [sys.executable, "-P", __file__, str(os.getpid()), source],
+            [sys.executable, "-P", __file__, str(os.getpid()), *argv],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True,
             pass_fds=() if fd is None else (fd,))
         self.ready = False
         self.failed = ""  # why it could not load the function
+        self.shapes: list[tuple[int, int]] = []  # the inputs' and the output's
 
     def await_ready(self) -> None:
         """Waits for the child to have loaded the function; RuntimeError if it could not
@@ -206,10 +223,12 @@ class _Child:
             reply = f"not loaded in {START_TIMEOUT_S:.0f} s".encode()
         except (OSError, EOFError):
             reply = f"{self.end_state()} while loading".encode()
-        if reply != b"ready":
+        if not reply.startswith(b"ready"):
             self.failed = f"the solver process could not load the solver: " \
                           f"{reply.decode('utf-8', 'replace')}"
             raise RuntimeError(self.failed)
+        self.shapes = [_SHAPE.unpack_from(reply, offset)
+                       for offset in range(5, len(reply), _SHAPE.size)]
         self.ready = True
 
     def send(self, payload: bytes) -> None:
@@ -236,6 +255,27 @@ class _Child:
         self.popen.wait()
         for stream in (self.popen.stdin, self.popen.stdout):
             stream.close()
+
+
+@contextlib.contextmanager
+def cache_lock(lock: Path | str) -> Iterator[None]:
+    """Held while a cached function is built, loaded or its builder's copy destroyed: an
+    exclusive lock on the file `lock` (released by the kernel if the process dies). "": no
+    lock; nor when the file cannot be opened (an unwritable cache: each process on its
+    own)."""
+    handle = None
+    if lock:
+        try:
+            Path(lock).parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock, "a")  # noqa: SIM115 -- closed below, releasing the lock
+        except OSError:
+            handle = None
+    if handle is None:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _stop_all(children: list[_Child], fd: int | None) -> None:
@@ -285,18 +325,21 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _serve(parent: int, source: str) -> None:
+def _serve(parent: int, source: str, lock: str) -> None:
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     # Answers go out on a copy of stdout; the solvers' own prints (C++ std::cout) are sent
     # to stderr, where they cannot corrupt a frame.
     out = os.dup(1)
     os.dup2(2, 1)
     try:
-        server = SolverServer(ca.Function.load(source))
+        with cache_lock(lock):
+            server = SolverServer(ca.Function.load(source))
     except RuntimeError as exc:
         _write_all(out, _frame(f"error: {exc}".encode()))
         return
-    _write_all(out, _frame(b"ready"))
+    f = server.function
+    shapes = [*server.shapes, (f.size1_out(0), f.size2_out(0))]
+    _write_all(out, _frame(b"ready" + b"".join(_SHAPE.pack(*shape) for shape in shapes)))
     requests = sys.stdin.buffer
     while (request := _read_frame(requests)) is not None:
         _write_all(out, _frame(server.answer(request)))
@@ -307,4 +350,4 @@ def _frame(payload: bytes) -> bytes:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), sys.argv[2])
+    _serve(int(sys.argv[1]), sys.argv[2], sys.argv[3])
