@@ -41,6 +41,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,12 +59,15 @@ from fleetbus.control.mpc import (
     vehicle_model,
 )
 from fleetbus.control.reference import MIN_ADVANCE, Horizon, PathReference
+from fleetbus.control.solver_process import SolverTimeout
 from fleetbus.control.tracking import PathController
 from fleetbus.models import Bicycle, rk4
 from fleetbus.planners.corridor import CorridorCell, convex_corridor
 from fleetbus.planners.smoothing import fillet_path, speed_profile
 from fleetbus.sim_bridge.closed_loop import Trace, run
 from fleetbus.sim_bridge.vehicles import SimVehicle, initial_state, make_model
+
+DATA = Path(__file__).parent / "data"
 
 N, DT = 20, 0.1
 LANE = [(np.array([[0.0, 1.0], [0.0, -1.0]]), np.array([2.0, 2.0]))] * N  # |y| <= 2 m
@@ -432,9 +436,9 @@ def test_a_failed_solve_falls_back_to_the_shifted_plan_then_the_safe_command():
 
 
 def test_a_solve_that_does_not_return_is_ended_and_the_next_solve_has_a_fresh_process():
-    """A solve taken for hung (here: any solve, with an impossible hang_after_s) gives the
-    safe command, its process is killed, and the next solve runs in a new one (the process
-    itself is tested in test_solver_process.py)."""
+    """A solve taken for hung (here: every call, with an impossible hang_after_s) is ended
+    with its process; the other guesses hang too, and the safe command goes out. The next
+    solve runs in a new process (the process itself: test_solver_process.py)."""
     mpc = PathTrackingMpc(vehicle_model("car", Bicycle()),
                           MpcSettings(budget_s=5.0, jit=False, hang_after_s=1e-6))
     first = mpc.process.pid
@@ -444,11 +448,37 @@ def test_a_solve_that_does_not_return_is_ended_and_the_next_solve_has_a_fresh_pr
     r = mpc.solve(x, np.zeros(2), ref, LANE, 0.0, lambda: np.array([-6.0, 0.0]))
     assert r.status.startswith("hung") and r.fallback == "safe"
     assert r.command.tolist() == [-6.0, 0.0]
-    assert mpc.counters["hung"] == 1 and mpc.process.pid != first
+    assert mpc.counters["hung"] == 2 and mpc.counters["recovered"] == 0  # cold, then still
+    assert mpc.process.pid != first
     assert mpc.last_hung["z0"].tolist() == [2.0, 1.0, 0.0, 4.0, 0.0, 0.0]
     mpc.settings = replace(mpc.settings, hang_after_s=60.0)
     r = mpc.solve(x, np.zeros(2), ref, LANE, 0.1, lambda: np.array([-6.0, 0.0]))
     assert not r.fallback and mpc.counters["failed"] == 1
+
+
+def test_a_real_fatrop_hang_is_ended_and_the_step_solved_from_a_cold_start():
+    """Inputs saved from a soak run (an Otter holding at its goal against a 0.08 m/s
+    current): from this warm guess fatrop's restoration phase never returns. The solve is
+    ended after hang_after_s and the step solved at once from a cold start."""
+    saved = np.load(DATA / "otter-fatrop-hang.npz")
+    model = make_model("vessel", {"hull": "otter", "current_enu_mps": [0.0, 0.08]})
+    mpc = PathTrackingMpc(vehicle_model("vessel", model),
+                          default_settings("vessel", jit=False, budget_s=NO_BUDGET_S,
+                                           hang_after_s=2.0))
+    args = [saved[k] for k in ("z0", "reference", "tangents", "corridor_A", "corridor_b")]
+    with pytest.raises(SolverTimeout):  # the hang itself, for the record
+        mpc.process.call([*args, saved["guess"]], timeout_s=2.0)
+    # The previous solution that the warm start shifts into exactly the saved guess.
+    nz, nw = mpc._layout
+    stage, horizon = nz + nw + 1, mpc.settings.horizon
+    stages = saved["guess"][:horizon * stage].reshape(horizon, stage)
+    mpc._guess = np.concatenate([stages[0], stages[:-1].ravel(), saved["guess"][-nz:]])
+    z0, rows = saved["z0"], mpc.settings.corridor_rows
+    corridor = [(saved["corridor_A"][k * rows:(k + 1) * rows],
+                 saved["corridor_b"][k * rows:(k + 1) * rows]) for k in range(horizon)]
+    r = mpc.solve(z0[:6], z0[6:], saved["reference"], corridor, 0.0, lambda: np.zeros(2))
+    assert mpc.counters["hung"] == 1 and mpc.counters["recovered"] == 1
+    assert not r.fallback and r.iterations > 0 and np.all(np.isfinite(r.command))
 
 
 def test_a_ship_failing_one_period_after_a_good_solve_keeps_to_its_plan():

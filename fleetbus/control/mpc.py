@@ -216,7 +216,7 @@ class PathTrackingMpc:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{name}-{self.settings.solver}-{time.strftime('%Y%m%dT%H%M%S')}.npz"
         np.savez(path, settings=repr(self.settings), kind=self.vehicle.kind,
-                 **self.last_hung)
+                 model=repr(self.vehicle.model), **self.last_hung)
         for old in sorted(directory.glob("*.npz"), key=lambda p: p.stat().st_mtime)[:-keep]:
             old.unlink(missing_ok=True)
         return path
@@ -319,30 +319,32 @@ class PathTrackingMpc:
             self.counters["failed"] += 1
             return self.fallbacks.fallback(now_s, f"not finite: {', '.join(bad)}", 0.0, 0,
                                            safe)
-        guess = self._warm_start(z0, ref)
+        # fatrop's restoration phase has hung on guesses that another guess then solved
+        # (warm starts that a cold one solved in 6-14 iterations, a cold one that z0 held
+        # still solved in 24): after a hang, the next guess at once, within the budget
+        guesses = [self._warm_start(z0, ref)] if self._guess is not None else []
+        guesses += [self._cold_start(z0, ref), self._still_start(z0)]
         began = time.perf_counter()
         self.counters["solves"] += 1
-        try:
-            answer = self.process.call([*args, guess], s.hang_after_s)
-            out = answer.values.ravel()
-            ok = answer.success and bool(np.all(np.isfinite(out)))
-            status, iterations = answer.status, answer.iterations
-        except RuntimeError as exc:  # an evaluation error, or the solver's process died
-            ok, status, iterations, out = False, f"error: {exc}"[:200], -1, None
-        except SolverTimeout as exc:
-            self.counters["hung"] += 1
-            names = ("z0", "reference", "tangents", "corridor_A", "corridor_b", "altitude")
-            self.last_hung = dict(zip([*names[:len(args)], "guess"], [*args, guess],
-                                      strict=True))
-            ok, iterations, out = False, -1, None
-            status = f"hung (no answer in {s.hang_after_s:.1f} s)"
-            log.error("MPC: %s", exc)
+        hangs = 0
+        for guess in guesses:
+            ok, status, iterations, out = self._attempt(args, guess)
+            if not status.startswith("hung ") or time.perf_counter() - began >= s.budget_s:
+                break
+            hangs += 1
+        self.counters["recovered"] += ok and hangs > 0
         elapsed = time.perf_counter() - began
         if ok and elapsed > s.budget_s:
             ok, status = False, f"overrun ({elapsed * 1e3:.1f} ms)"
             self.counters["overrun"] += 1
         if not ok:
             self.counters["failed"] += 1
+            # The next solve starts cold. Warm, it started from the last good solution,
+            # older at every failure: ships holding at their goal against a current failed
+            # on and on, then now and then fatrop's restoration phase never returned (its
+            # inertia correction looping). Each of a soak run's six hung solves hangs
+            # again from its warm guess, and solves from a cold one in 7-14 iterations.
+            self._guess = None
             return self.fallbacks.fallback(now_s, status, elapsed, iterations, safe)
         zs, _ws, slacks = self._unpack(out)
         self._guess = out
@@ -370,22 +372,52 @@ class PathTrackingMpc:
         """The safe command when there is nothing to solve (no path, no usable state)."""
         return self.fallbacks.hold(status, safe)
 
+    def _attempt(self, args: list[np.ndarray], guess: np.ndarray
+                 ) -> tuple[bool, str, int, np.ndarray | None]:
+        """One call of the solver: (success, status, iterations, solution or None)."""
+        s = self.settings
+        try:
+            answer = self.process.call([*args, guess], s.hang_after_s)
+        except RuntimeError as exc:  # an evaluation error, or the solver's process died
+            return False, f"error: {exc}"[:200], -1, None
+        except SolverTimeout as exc:
+            self.counters["hung"] += 1
+            names = ("z0", "reference", "tangents", "corridor_A", "corridor_b", "altitude")
+            self.last_hung = dict(zip([*names[:len(args)], "guess"], [*args, guess],
+                                      strict=True))
+            log.error("MPC: %s", exc)
+            return False, f"hung (no answer in {s.hang_after_s:.1f} s)", -1, None
+        out = answer.values.ravel()
+        return (answer.success and bool(np.all(np.isfinite(out))), answer.status,
+                answer.iterations, out)
+
     def _warm_start(self, z0: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        """The previous solution shifted one stage (the last stage repeated). Without one,
-        z0 with its position moved along the reference: z0 held still was a saddle point
-        for a drone at rest exactly on its line (both solvers stalled there)."""
+        """The previous solution shifted one stage (the last stage repeated); without one,
+        a cold start."""
         s, (nz, nw) = self.settings, self._layout
         stage = nz + nw + 1
         if self._guess is None:
-            stages = np.tile(np.concatenate([z0, np.zeros(nw + 1)]), (s.horizon + 1, 1))
-            stages[:, list(self.vehicle.position[:2])] = ref[:2].T
-            stages[0, :nz] = z0
-            return np.concatenate([stages[:-1].ravel(), stages[-1, :nz]])
+            return self._cold_start(z0, ref)
         stages = self._guess[: s.horizon * stage].reshape(s.horizon, stage)
         last = self._guess[s.horizon * stage:]
         shifted = np.vstack([stages[1:], np.concatenate([last, stages[-1, nz:]])])
         shifted[0, :nz] = z0
         return np.concatenate([shifted.ravel(), last])
+
+    def _still_start(self, z0: np.ndarray) -> np.ndarray:
+        """z0 held over the horizon: the last guess after hangs."""
+        s, (nz, nw) = self.settings, self._layout
+        stages = np.tile(np.concatenate([z0, np.zeros(nw + 1)]), (s.horizon + 1, 1))
+        return np.concatenate([stages[:-1].ravel(), stages[-1, :nz]])
+
+    def _cold_start(self, z0: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """z0 with its position moved along the reference: z0 held still was a saddle point
+        for a drone at rest exactly on its line (both solvers stalled there)."""
+        s, (nz, nw) = self.settings, self._layout
+        stages = np.tile(np.concatenate([z0, np.zeros(nw + 1)]), (s.horizon + 1, 1))
+        stages[:, list(self.vehicle.position[:2])] = ref[:2].T
+        stages[0, :nz] = z0
+        return np.concatenate([stages[:-1].ravel(), stages[-1, :nz]])
 
     def _unpack(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s, (nz, nw) = self.settings, self._layout
@@ -403,8 +435,9 @@ class Fallbacks:
         self.vehicle, self.settings = vehicle, settings
         self.lo, self.hi = (np.asarray(b, float) for b in vehicle.model.input_bounds)
         self.plan: tuple[float, np.ndarray] | None = None  # (when, inputs (N, nu))
-        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "hung": 0, "shifted": 0,
-                         "safe": 0, "held": 0}
+        # hung: calls not answered in time; recovered: solves that another guess then solved
+        self.counters = {"solves": 0, "failed": 0, "overrun": 0, "hung": 0, "recovered": 0,
+                         "shifted": 0, "safe": 0, "held": 0}
 
     def fallback(self, now_s: float, status: str, elapsed: float, iterations: int,
                  safe: Callable[[], np.ndarray]) -> MpcResult:

@@ -86,8 +86,8 @@ class SolverServer:
     def answer(self, request: bytes) -> bytes:
         values = np.frombuffer(request, np.float64)
         if len(values) != sum(self.sizes):
-            return self._reply(False, False, -1, f"error: {len(values)} values in the "
-                               f"request, the function takes {sum(self.sizes)}", b"")
+            return self._reply(False, False, -1, f"{len(values)} values in the request, "
+                               f"the function takes {sum(self.sizes)}", b"")
         args, start = [], 0
         for shape, size in zip(self.shapes, self.sizes, strict=True):
             args.append(ca.DM(values[start:start + size].reshape(shape)))
@@ -95,7 +95,7 @@ class SolverServer:
         try:
             out = self.function.call(args)[0]
         except RuntimeError as exc:  # an evaluation error inside the solver
-            return self._reply(False, False, -1, f"error: {exc}", b"")
+            return self._reply(False, False, -1, str(exc), b"")
         stats = self.stats = self.function.stats()
         status = str(stats.get("return_status", stats.get("unified_return_status", "")))
         return self._reply(True, bool(stats.get("success", False)),
@@ -135,8 +135,9 @@ class SolverProcess:
         """Waits until the child has loaded the function (the first call waits otherwise);
         RuntimeError if it could not."""
         child = self._children[0]
-        child.await_ready()
-        *self.shapes, self.out_shape = child.shapes
+        if not child.ready:
+            child.await_ready()
+            *self.shapes, self.out_shape = child.shapes
 
     @property
     def pid(self) -> int:

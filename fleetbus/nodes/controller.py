@@ -12,9 +12,10 @@ acts on a stale or invalid input:
   guard's outrank it anyway; the controller starts afresh once it is cleared;
 - a solve that fails or runs over its budget: the previous plan, shifted, while it still
   covers the moment, else the safe command (counted and reported);
-- a solve not answered after `hang_after_s` (wall-clock seconds): the same, and the
-  solver's process is killed and another started (a critical event names the file the
-  solve's inputs were saved to); after three, the other back-end is built and used.
+- a solve not answered after `hang_after_s` (wall-clock seconds): the solver's process is
+  killed and another started, and a warm-started solve is tried again from a cold start
+  (an event names the file the solve's inputs were saved to). Failing that, the same as a
+  failed solve; after three such, the other back-end is built and used.
 
 The solver is built (and compiled to C, once per problem, cached on disk) in the
 background: setup stays quick, and the node holds until the controller is ready.
@@ -67,7 +68,7 @@ from fleetbus.sim_bridge.vehicles import make_model
 
 PATH_DONE_M = 0.5  # the path is complete when this little of it is left
 SIM_TIME_BUDGET_S = 60.0  # on sim time no solve is late; a hung one is still caught
-HANGS_BEFORE_SWITCH = 3  # hung solves of one back-end before trying the other
+HANGS_BEFORE_SWITCH = 3  # hung solves of one back-end, unmended, before trying the other
 
 
 class ControllerNode(VehicleNode):
@@ -93,7 +94,7 @@ class ControllerNode(VehicleNode):
                              f"{overrides['solver']!r}")
         self.settings = default_settings(self.kind, **overrides)
         self.controller: PathController | None = None
-        self.hangs_reported = 0  # of the controller in use
+        self.hangs_reported = self.recoveries_reported = 0  # of the controller in use
         threading.Thread(target=self._build, name=f"{self.name}-build", daemon=True).start()
         self.estimate: Estimate | None = None
         self.path: Path | None = None
@@ -129,7 +130,7 @@ class ControllerNode(VehicleNode):
 
     def _ready(self, controller: PathController) -> None:
         self.controller = controller
-        self.hangs_reported = 0
+        self.hangs_reported = self.recoveries_reported = 0
         self._load_route()  # a route that came while the solver was being built
         self._tick()  # answer now: a lockstep world has been holding its step for us
 
@@ -256,29 +257,35 @@ class ControllerNode(VehicleNode):
 
     def _solver_hung(self, controller: PathController) -> None:
         """A solve did not return in time: its process was killed and another started.
-        Said as a critical event, with the solve's inputs saved to reproduce it. After
-        HANGS_BEFORE_SWITCH of them the other back-end is built and used (until it is
-        ready, ticks decline as while starting)."""
+        Said as an event, with the solve's inputs saved to reproduce it: a warning when the
+        MPC solved the step from a cold start at once, else critical. After
+        HANGS_BEFORE_SWITCH hangs that a cold start did not mend, the other back-end is
+        built and used (until it is ready, ticks decline as while starting)."""
         mpc = controller.mpc
+        recovered = mpc.counters["recovered"] > self.recoveries_reported
         self.hangs_reported = mpc.counters["hung"]
+        self.recoveries_reported = mpc.counters["recovered"]
+        unrecovered = self.hangs_reported - self.recoveries_reported
         message = (f"the {self.settings.solver} solve did not return in "
-                   f"{self.settings.hang_after_s:.1f} s: its process was restarted")
+                   f"{self.settings.hang_after_s:.1f} s: its process was restarted" +
+                   ("; solved from a cold start" if recovered else ""))
         data = {}
         try:
             data["inputs"] = str(mpc.save_last_hung(cache_dir() / "hung-solves",
                                                     self.vehicle))
         except OSError as exc:
             self.log.warning("%s: the hung solve's inputs not saved: %s", self.name, exc)
-        if self.hangs_reported >= HANGS_BEFORE_SWITCH:
+        if unrecovered >= HANGS_BEFORE_SWITCH:
             failed = self.settings.solver
             self.settings = replace(self.settings, solver="ipopt" if failed == "fatrop"
                                     else "fatrop")
-            message += f"; {self.hangs_reported} hangs: switching to {self.settings.solver}"
+            message += f"; {unrecovered} hangs: switching to {self.settings.solver}"
             self.controller = None
             mpc.close()
             threading.Thread(target=self._build, name=f"{self.name}-rebuild",
                              daemon=True).start()
-        self.vehicle_event("control_solver_hung", "critical", message, data)
+        self.vehicle_event("control_solver_hung", "warn" if recovered else "critical",
+                           message, data)
 
     def _decline(self, reason: str, ready: bool = True) -> None:
         """A tick without a command, said on /<id>/control: a lockstep simulator takes it
