@@ -23,7 +23,9 @@ without convergence against 8). With the rate as the decision, input-rate limits
 plain bounds too.
 
 Solvers: fatrop with automatic structure detection by default, IPOPT as the fallback
-back-end; both warm-started from the previous solution shifted by one step. The solver's
+back-end; both warm-started from the previous solution shifted by one step. The solver
+runs in a child process (fleetbus.control.solver_process), so that a solve that never
+returns can be ended; the step is then tried from other guesses. The solver's
 callbacks are compiled to C once and cached on disk (fleetbus.control.compiled): 1.5-2.7x
 faster solves than CasADi's virtual machine.
 """
