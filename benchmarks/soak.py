@@ -6,7 +6,8 @@ Runs the graph as `make demo` does (lockstep, the missions, then the vehicles ho
 they ended) for the given wall time, samples each process's resident memory (RSS, from
 psutil) every `--every` seconds, and reports per process: the first, last and highest
 RSS, and the growth over the second half of the run (a leak grows there; start-up
-allocations do not). Not part of `make test` or `make bench`: it takes minutes.
+allocations do not); processes gone before the second half (the jit compiler, say) are
+marked as ended instead. Not part of `make test` or `make bench`: it takes minutes.
 """
 
 from __future__ import annotations
@@ -79,13 +80,18 @@ def main() -> None:
     table = Table(title=f"RSS over {args.minutes:g} min of {graph.name} (MiB)")
     for column in ("process", "first", "last", "peak", "growth, 2nd half", "per hour"):
         table.add_column(column, justify="right")
+    end = max(rows[-1][0] for rows in samples.values())
     for name, rows in sorted(samples.items()):
-        half = [r for r in rows if r[0] >= rows[-1][0] / 2] or rows
+        peak = f"{max(r[1] for r in rows):.1f}"
+        if rows[-1][0] < end / 2:  # gone early: a compiler, a process killed and replaced
+            table.add_row(name, f"{rows[0][1]:.1f}", f"{rows[-1][1]:.1f}", peak,
+                          f"ended at {rows[-1][0] / 60:.1f} min", "")
+            continue
+        half = [r for r in rows if r[0] >= end / 2]
         grown = half[-1][1] - half[0][1]
         span_h = max(half[-1][0] - half[0][0], 1e-9) / 3600
-        table.add_row(name, f"{rows[0][1]:.1f}", f"{rows[-1][1]:.1f}",
-                      f"{max(r[1] for r in rows):.1f}", f"{grown:+.1f}",
-                      f"{grown / span_h:+.1f}")
+        table.add_row(name, f"{rows[0][1]:.1f}", f"{rows[-1][1]:.1f}", peak,
+                      f"{grown:+.1f}", f"{grown / span_h:+.1f}")
     console.print(table)
     hung = [line.strip() for line in log_path.read_text(errors="replace").splitlines()
             if HUNG in line]

@@ -5,7 +5,6 @@ geofence guard's failsafe, and refuses a bad path by name."""
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
@@ -174,8 +173,8 @@ def test_a_solve_not_answered_in_time_is_ended_reported_and_after_three_the_solv
         bus, tmp_path, monkeypatch):
     """hang_after_s so short that every call counts as hung (a solve tries another guess
     while within its budget): each is ended with its process, the vehicle still gets a
-    command, a critical event names the file holding the solve's inputs, and from the
-    third hang on the controller builds the other back-end."""
+    command, a critical event names the file holding the solve's inputs, and after the
+    third such step the controller builds the other back-end."""
     monkeypatch.setenv("FLEETBUS_CACHE_DIR", str(tmp_path))
     record = new_record()
     rec = bus.node("rec", recorder(record))
@@ -197,8 +196,8 @@ def test_a_solve_not_answered_in_time_is_ended_reported_and_after_three_the_solv
     assert all(e.severity == "critical" for e in hung)
     assert "fatrop solve did not return" in hung[0].message
     assert not any("switching" in e.message for e in hung[:-1])
-    switched = re.search(r"; (\d+) hangs: switching to ipopt$", hung[-1].message)
-    assert switched and int(switched[1]) >= 3
+    assert all("no guess answered" in e.message for e in hung)
+    assert hung[-1].message.endswith("; 3 such steps: switching to ipopt") and len(hung) == 3
     saved = np.load(hung[0].data["inputs"])
     assert {"z0", "reference", "corridor_A", "guess", "settings"} <= set(saved.files)
     assert saved["z0"].shape == (6,) and np.all(np.isfinite(saved["guess"]))

@@ -14,8 +14,9 @@ acts on a stale or invalid input:
   covers the moment, else the safe command (counted and reported);
 - a solve not answered after `hang_after_s` (wall-clock seconds): the solver's process is
   killed and another started, and a warm-started solve is tried again from a cold start
-  (an event names the file the solve's inputs were saved to). Failing that, the same as a
-  failed solve; after three such, the other back-end is built and used.
+  and then z0 held still (an event names the file the solve's inputs were saved to). If
+  no guess is answered, the same as a failed solve; after three such steps, the other
+  back-end is built and used.
 
 The solver is built (and compiled to C, once per problem, cached on disk) in the
 background: setup stays quick, and the node holds until the controller is ready.
@@ -68,7 +69,7 @@ from fleetbus.sim_bridge.vehicles import make_model
 
 PATH_DONE_M = 0.5  # the path is complete when this little of it is left
 SIM_TIME_BUDGET_S = 60.0  # on sim time no solve is late; a hung one is still caught
-HANGS_BEFORE_SWITCH = 3  # hung solves of one back-end, unmended, before trying the other
+HANGS_BEFORE_SWITCH = 3  # steps no guess answered, of one back-end, before the other
 
 
 class ControllerNode(VehicleNode):
@@ -94,7 +95,7 @@ class ControllerNode(VehicleNode):
                              f"{overrides['solver']!r}")
         self.settings = default_settings(self.kind, **overrides)
         self.controller: PathController | None = None
-        self.hangs_reported = self.recoveries_reported = 0  # of the controller in use
+        self.hangs_reported = self.unanswered = 0  # of the controller in use
         threading.Thread(target=self._build, name=f"{self.name}-build", daemon=True).start()
         self.estimate: Estimate | None = None
         self.path: Path | None = None
@@ -130,7 +131,7 @@ class ControllerNode(VehicleNode):
 
     def _ready(self, controller: PathController) -> None:
         self.controller = controller
-        self.hangs_reported = self.recoveries_reported = 0
+        self.hangs_reported = self.unanswered = 0
         self._load_route()  # a route that came while the solver was being built
         self._tick()  # answer now: a lockstep world has been holding its step for us
 
@@ -238,7 +239,7 @@ class ControllerNode(VehicleNode):
         self.command.publish(command_message(self.kind, result.command, round(now * 1e9)))
         self._report(result)
         if controller.mpc.counters["hung"] > self.hangs_reported:
-            self._solver_hung(controller)
+            self._solver_hung(controller, result)
 
     def _path_stamp(self) -> int:
         """The stamp of the route being followed (-1 before the first)."""
@@ -255,36 +256,36 @@ class ControllerNode(VehicleNode):
         elif held is not None:
             self.held_ns = held
 
-    def _solver_hung(self, controller: PathController) -> None:
-        """A solve did not return in time: its process was killed and another started.
-        Said as an event, with the solve's inputs saved to reproduce it: a warning when the
-        MPC solved the step from a cold start at once, else critical. After
-        HANGS_BEFORE_SWITCH hangs that a cold start did not mend, the other back-end is
-        built and used (until it is ready, ticks decline as while starting)."""
+    def _solver_hung(self, controller: PathController, result: MpcResult) -> None:
+        """A solve did not return in time: its process was killed and another started, and
+        the MPC tried other guesses. Said as an event, with the hung solve's inputs saved
+        to reproduce it: a warning when another guess was answered, else critical. After
+        HANGS_BEFORE_SWITCH steps that no guess answered, the other back-end is built and
+        used (until it is ready, ticks decline as while starting)."""
         mpc = controller.mpc
-        recovered = mpc.counters["recovered"] > self.recoveries_reported
         self.hangs_reported = mpc.counters["hung"]
-        self.recoveries_reported = mpc.counters["recovered"]
-        unrecovered = self.hangs_reported - self.recoveries_reported
+        answered = not result.status.startswith("hung ")
+        self.unanswered += not answered
         message = (f"the {self.settings.solver} solve did not return in "
-                   f"{self.settings.hang_after_s:.1f} s: its process was restarted" +
-                   ("; solved from a cold start" if recovered else ""))
+                   f"{self.settings.hang_after_s:.1f} s: its process was restarted; " +
+                   (f"another guess: {'solved' if not result.fallback else result.status}"
+                    if answered else "no guess answered"))
         data = {}
         try:
             data["inputs"] = str(mpc.save_last_hung(cache_dir() / "hung-solves",
                                                     self.vehicle))
         except OSError as exc:
             self.log.warning("%s: the hung solve's inputs not saved: %s", self.name, exc)
-        if unrecovered >= HANGS_BEFORE_SWITCH:
+        if self.unanswered >= HANGS_BEFORE_SWITCH:
             failed = self.settings.solver
             self.settings = replace(self.settings, solver="ipopt" if failed == "fatrop"
                                     else "fatrop")
-            message += f"; {unrecovered} hangs: switching to {self.settings.solver}"
+            message += f"; {self.unanswered} such steps: switching to {self.settings.solver}"
             self.controller = None
             mpc.close()
             threading.Thread(target=self._build, name=f"{self.name}-rebuild",
                              daemon=True).start()
-        self.vehicle_event("control_solver_hung", "warn" if recovered else "critical",
+        self.vehicle_event("control_solver_hung", "warn" if answered else "critical",
                            message, data)
 
     def _decline(self, reason: str, ready: bool = True) -> None:
