@@ -40,9 +40,11 @@ import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import casadi as ca
 import numpy as np
 import pytest
 import shapely
@@ -50,7 +52,7 @@ from shapely.geometry import LineString, Point, box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from fleetbus.control.compiled import compiler_available
+from fleetbus.control.compiled import UNUSED_DAYS, build_once, compiler_available, lock_file
 from fleetbus.control.mpc import (
     MpcResult,
     MpcSettings,
@@ -626,7 +628,7 @@ def test_the_compiled_controller_is_cached_and_agrees_with_the_uncompiled_one(
 
     second = PathTrackingMpc(vehicle, compiled)  # loaded, not compiled again
     after = cached[0].stat()
-    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+    assert after.st_ino == before.st_ino  # a new build would have replaced the file
     assert list((tmp_path / "mpc").glob("*.casadi")) == cached
 
     plain = PathTrackingMpc(vehicle, replace(compiled, jit=False))
@@ -636,3 +638,23 @@ def test_the_compiled_controller_is_cached_and_agrees_with_the_uncompiled_one(
         assert not (a.fallback or b.fallback or c.fallback)
         assert np.array_equal(a.command, b.command)
         assert np.allclose(a.command, c.command, rtol=0, atol=1e-6)
+
+
+def test_a_build_removes_cache_entries_unused_for_a_month(tmp_path, monkeypatch):
+    """Every changed model, setting or CasADi version makes a new entry (20-25 MiB for a
+    compiled MPC): those no process has loaded for UNUSED_DAYS go at the next build."""
+    monkeypatch.setenv("FLEETBUS_CACHE_DIR", str(tmp_path))
+    x = ca.SX.sym("x")
+
+    def build() -> ca.Function:
+        return ca.Function("twice", [x], [2 * x])
+
+    old, recent = (build_once("test", key, build) for key in ("old", "recent"))
+    month_ago = time.time() - (UNUSED_DAYS + 1) * 86400
+    for path in (old, recent):
+        os.utime(path, (month_ago, month_ago))
+    assert build_once("test", "recent", build) == recent  # loaded: in use again
+    build_once("test", "new", build)  # a build prunes
+    assert sorted(p.name for p in (tmp_path / "test").glob("*.casadi")) == [
+        "new.casadi", "recent.casadi"]
+    assert not lock_file(old).exists()

@@ -13,11 +13,13 @@ The cache lives in `$FLEETBUS_CACHE_DIR`, else `$XDG_CACHE_HOME/fleetbus`, else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import casadi as ca
 from fleetbus.control.solver_process import cache_lock
 
 log = logging.getLogger(__name__)
+UNUSED_DAYS = 30  # a cache entry unused this long is removed by the next build
 
 
 def compiler_available() -> bool:
@@ -77,8 +80,11 @@ def build_once(kind: str, key: str, build: Callable[[], ca.Function]) -> Path | 
     the others wait for it and find its file (a fleet of five drones and ships started on
     a fresh machine ran five compiles of two problems at once, 650 MiB of gcc each)."""
     path = cache_dir() / kind / f"{key}.casadi"
+    if not path.exists():
+        _prune(path.parent)  # holding no lock: it takes the others' one at a time
     with cache_lock(lock_file(path)):
         if _loads(path):
+            os.utime(path)  # in use: not pruned
             return path
         try:
             function = build()
@@ -98,6 +104,17 @@ def build_once(kind: str, key: str, build: Callable[[], ca.Function]) -> Path | 
             return function
         del function  # under the lock: destroyed, it deletes the binary the file names
     return path
+
+
+def _prune(directory: Path) -> None:
+    """Removes the entries no process has used for UNUSED_DAYS: every changed model,
+    setting or CasADi version makes a new one, 20-25 MiB for a compiled MPC."""
+    cutoff = time.time() - UNUSED_DAYS * 86400
+    for old in directory.glob("*.casadi"):
+        with contextlib.suppress(OSError), cache_lock(lock_file(old)):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+                lock_file(old).unlink()
 
 
 def _loads(path: Path) -> bool:
