@@ -341,12 +341,6 @@ class PathTrackingMpc:
             self.counters["overrun"] += 1
         if not ok:
             self.counters["failed"] += 1
-            # The next solve starts cold. Warm, it started from the last good solution,
-            # older at every failure: ships holding at their goal against a current failed
-            # on and on, then now and then fatrop's restoration phase never returned (its
-            # inertia correction looping). Each of a soak run's six hung solves hangs
-            # again from its warm guess, and solves from a cold one in 7-14 iterations.
-            self._guess = None
             return self.fallbacks.fallback(now_s, status, elapsed, iterations, safe)
         zs, _ws, slacks = self._unpack(out)
         self._guess = out
