@@ -9,6 +9,7 @@ at once.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -140,3 +141,23 @@ def test_processes_load_one_compiled_function_at_once(tmp_path, monkeypatch):
     finally:
         for p in processes:
             p.close()
+
+
+def test_a_solver_process_works_with_descriptors_past_1024():
+    """A controller's process (or this test run) may hold over a thousand descriptors:
+    the pipes' numbers are past what select() takes, and the calls still go through."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        p = SolverProcess(slow_or_quick(), name="many descriptors")
+        try:
+            assert p.call([1.0, 0.0, np.zeros(3)], timeout_s=30.0).values.tolist() == [[2.0]]
+        finally:
+            p.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -294,11 +294,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes:
-    """n bytes from fd; SolverTimeout at the deadline, EOFError if the writer is gone."""
+    """n bytes from fd; SolverTimeout at the deadline, EOFError if the writer is gone.
+    poll, not select: a process with many sockets has descriptors past select's 1024."""
     chunks, left = [], n
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     while left:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+        if remaining <= 0 or not poller.poll(remaining * 1000):
             raise SolverTimeout
         chunk = os.read(fd, left)
         if not chunk:

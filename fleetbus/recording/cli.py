@@ -45,11 +45,14 @@ def _clock(args: argparse.Namespace, config: BusConfig) -> BusConfig:
 
 
 def _wait(done: threading.Event | None, duration: float | None) -> None:
-    """Until `done`, `duration` seconds, Ctrl-C or SIGTERM."""
+    """Until `done`, `duration` seconds, Ctrl-C or SIGTERM. In short waits: Python runs a
+    signal's handler on the main thread when that thread next runs, and the kernel may
+    hand the signal to another thread (the node's, ZeroMQ's) without waking it; waiting
+    with no end, `fleetbus record` sometimes ignored Ctrl-C for good."""
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait(duration) if done is None else _either(done, stop, duration)
+        _either(done or stop, stop, duration)
     except KeyboardInterrupt:
         pass
     finally:
