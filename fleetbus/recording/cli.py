@@ -45,18 +45,20 @@ def _clock(args: argparse.Namespace, config: BusConfig) -> BusConfig:
 
 
 def _wait(done: threading.Event | None, duration: float | None) -> None:
-    """Until `done`, `duration` seconds, Ctrl-C or SIGTERM. In short waits: Python runs a
-    signal's handler on the main thread when that thread next runs, and the kernel may
-    hand the signal to another thread (the node's, ZeroMQ's) without waking it; waiting
-    with no end, `fleetbus record` sometimes ignored Ctrl-C for good."""
+    """Until `done`, `duration` seconds, Ctrl-C (SIGINT) or SIGTERM. Both signals get a
+    handler of ours, unblocked, and the wait is in short slices: in a full test run a
+    `fleetbus record` never acted on SIGINT (its stacks showed it still waiting 30 s on),
+    whatever disposition it had inherited; a handler runs on the main thread only when
+    that thread wakes."""
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
     try:
         _either(done or stop, stop, duration)
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _either(a: threading.Event, b: threading.Event, duration: float | None) -> None:
