@@ -188,7 +188,7 @@ class TcpServer:
         self.peer: socket.socket | None = None
 
     def connect(self, timeout_s: float) -> bool:
-        if self.peer is None and select.select([self.listener], [], [], timeout_s)[0]:
+        if self.peer is None and _readable(self.listener, timeout_s):
             self.peer, address = self.listener.accept()
             self.peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             log.info("PX4 autopilot connected from %s:%d", *address[:2])
@@ -196,7 +196,7 @@ class TcpServer:
 
     def read(self, timeout_s: float) -> bytes | None:
         assert self.peer is not None
-        if not select.select([self.peer], [], [], timeout_s)[0]:
+        if not _readable(self.peer, timeout_s):
             return b""
         try:
             data = self.peer.recv(65536)
@@ -221,6 +221,14 @@ class TcpServer:
         self.listener.close()
 
 
+def _readable(source: socket.socket | object, timeout_s: float) -> bool:
+    """Whether `source` (anything with fileno()) has data within `timeout_s`. poll, not
+    select: a process with many sockets has descriptors past select's 1024."""
+    poller = select.poll()
+    poller.register(source, select.POLLIN)
+    return bool(poller.poll(timeout_s * 1000))
+
+
 class SerialLink:
     """A flight controller in HIL on a serial line (pyserial): always "connected"; its
     HEARTBEAT starts the sensors as on TCP."""
@@ -234,7 +242,7 @@ class SerialLink:
         return True
 
     def read(self, timeout_s: float) -> bytes | None:
-        if not select.select([self.serial.fileno()], [], [], timeout_s)[0]:
+        if not _readable(self.serial, timeout_s):
             return b""
         return self.serial.read(max(1, self.serial.in_waiting))
 
