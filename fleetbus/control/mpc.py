@@ -400,20 +400,19 @@ class PathTrackingMpc:
         shifted[0, :nz] = z0
         return np.concatenate([shifted.ravel(), last])
 
-    def _still_start(self, z0: np.ndarray) -> np.ndarray:
-        """z0 held over the horizon: the last guess after hangs."""
+    def _still_start(self, z0: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+        """z0 held over the horizon (the last guess after hangs); with `ref`, its position
+        moved along the reference from stage 1 on (the cold start)."""
         s, (nz, nw) = self.settings, self._layout
         stages = np.tile(np.concatenate([z0, np.zeros(nw + 1)]), (s.horizon + 1, 1))
+        if ref is not None:
+            stages[1:, list(self.vehicle.position[:2])] = ref[:2, 1:].T
         return np.concatenate([stages[:-1].ravel(), stages[-1, :nz]])
 
     def _cold_start(self, z0: np.ndarray, ref: np.ndarray) -> np.ndarray:
         """z0 with its position moved along the reference: z0 held still was a saddle point
         for a drone at rest exactly on its line (both solvers stalled there)."""
-        s, (nz, nw) = self.settings, self._layout
-        stages = np.tile(np.concatenate([z0, np.zeros(nw + 1)]), (s.horizon + 1, 1))
-        stages[:, list(self.vehicle.position[:2])] = ref[:2].T
-        stages[0, :nz] = z0
-        return np.concatenate([stages[:-1].ravel(), stages[-1, :nz]])
+        return self._still_start(z0, ref)
 
     def _unpack(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s, (nz, nw) = self.settings, self._layout

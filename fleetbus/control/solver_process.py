@@ -233,7 +233,7 @@ class _Child:
         self.ready = True
 
     def send(self, payload: bytes) -> None:
-        _write_all(self.popen.stdin.fileno(), _LENGTH.pack(len(payload)) + payload)
+        _write_all(self.popen.stdin.fileno(), _frame(payload))
 
     def receive(self, deadline: float) -> bytes:
         fd = self.popen.stdout.fileno()
